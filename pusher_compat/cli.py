@@ -1,0 +1,64 @@
+"""``pusher-compat``: the command line. Parses arguments, then hands over to the modules."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import ConfigError, load_settings
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+A self-hosted server for the Pusher Channels protocol. Point unmodified pusher-js,
+Laravel Echo and the official Pusher HTTP SDKs at it.
+"""
+
+_SERVE_EPILOG = """\
+Without --config one app is served, taken from the environment variables a Laravel
+.env already has: PUSHER_APP_ID, PUSHER_APP_KEY, PUSHER_APP_SECRET (defaults: app-id,
+app-key, app-secret). A TOML config file holds [server] settings and any number of
+[[apps]]; see the README for every key. Command-line options override the file.
+
+WebSocket clients connect to ws://HOST:PORT/app/{key}; the HTTP API is under
+http://HOST:PORT/apps/{app_id}/. SIGTERM or Ctrl-C closes sockets with 4200, so clients
+reconnect (to another node, or to this one once it is back).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pusher-compat", description=_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve", help="run the server", description="Run the server.", epilog=_SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 6001; 0 = any free)")
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       help="logging level (default info)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, host=args.host, port=args.port,
+                                 log_level=args.log_level)
+    except ConfigError as error:
+        print(f"pusher-compat: configuration error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from .server import run
+
+    run(settings)
+    return 0

@@ -1,0 +1,181 @@
+"""Settings and apps, from a TOML file and the environment.
+
+With no file the server runs one app taken from ``PUSHER_APP_ID``, ``PUSHER_APP_KEY`` and
+``PUSHER_APP_SECRET`` (defaults ``app-id``/``app-key``/``app-secret``, as Soketi), so a Laravel
+``.env`` works unchanged. A bad value fails at start with a message naming the file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AppConfig", "ConfigError", "ServerConfig", "Settings", "load_settings"]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """One Pusher app: credentials, switches and limits (0 means unlimited where noted)."""
+
+    id: str
+    key: str
+    secret: str
+    enabled: bool = True
+    client_events: bool = True
+    max_connections: int = 0
+    """Concurrent connections for the app; 0 = unlimited. Past it: close 4004."""
+    max_client_events_per_second: int = 10
+    max_presence_members: int = 100
+    max_presence_user_info_bytes: int = 1024
+    max_presence_user_id_length: int = 128
+    max_event_payload_bytes: int = 10240
+    max_channels_per_event: int = 100
+    max_batch_size: int = 10
+    max_channel_name_length: int = 200
+    max_event_name_length: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Settings of the process, shared by every app."""
+
+    host: str = "0.0.0.0"
+    port: int = 6001
+    activity_timeout: int = 30
+    """Seconds announced to clients; the server pings a socket silent for that long."""
+    pong_timeout: int = 30
+    """Seconds a pinged socket has to answer before it is closed with 4201."""
+    max_connections: int = 0
+    """Concurrent connections for the whole server; 0 = unlimited. Past it: close 4100."""
+    require_protocol: bool = False
+    """Refuse connections without ``?protocol=`` (4008) instead of assuming 7."""
+    max_message_bytes: int = 65536
+    """Largest WebSocket message a client may send; past it the socket is closed (1009)."""
+    max_request_bytes: int = 1024 * 1024
+    """Largest HTTP API request body; past it: 413."""
+    max_write_buffer_bytes: int = 4 * 1024 * 1024
+    """Bytes queued for one socket before it counts as a slow consumer (closed with 4100)."""
+    request_timestamp_window: int = 600
+    """Seconds a signed HTTP API request's ``auth_timestamp`` may differ from server time."""
+    shutdown_timeout: float = 10.0
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration: server settings and the apps it serves."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    apps: tuple[AppConfig, ...] = ()
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _check_fields(cls: type, table: Mapping[str, Any], where: str, source: str) -> dict[str, Any]:
+    """Type-check ``table`` against the dataclass fields of ``cls``."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{where}.{name}" if where else name
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: unknown key {key!r} (known: {known})")
+        expected = fields[name].type
+        if not _has_type(value, str(expected)):
+            raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{source}: {key} must not be negative, got {value!r}")
+        values[name] = value
+    return values
+
+
+def _has_type(value: Any, expected: str) -> bool:
+    if expected == "bool":
+        return isinstance(value, bool)
+    if expected == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _app(table: Any, where: str, source: str) -> AppConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: {where} must be a table")
+    values = _check_fields(AppConfig, table, where, source)
+    for required in ("id", "key", "secret"):
+        if not values.get(required):
+            raise ConfigError(f"{source}: {where}.{required} is required (a non-empty string)")
+    return AppConfig(**values)
+
+
+def _env_app(env: Mapping[str, str]) -> AppConfig:
+    return AppConfig(
+        id=env.get("PUSHER_APP_ID") or "app-id",
+        key=env.get("PUSHER_APP_KEY") or "app-key",
+        secret=env.get("PUSHER_APP_SECRET") or "app-secret",
+    )
+
+
+def _unique(apps: tuple[AppConfig, ...], source: str) -> None:
+    for attribute in ("id", "key"):
+        seen: set[str] = set()
+        for index, app in enumerate(apps):
+            value = getattr(app, attribute)
+            if value in seen:
+                raise ConfigError(f"{source}: apps[{index}].{attribute} {value!r} is used twice")
+            seen.add(value)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read settings from ``path`` (TOML) or, without one, from the environment.
+
+    ``overrides`` are server settings given on the command line (``host``, ``port``...);
+    ``None`` values are ignored.
+    """
+    env = os.environ if env is None else env
+    source = str(path) if path else "environment"
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    unknown = set(data) - {"server", "apps"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown section {sorted(unknown)[0]!r} (known: apps, server)")
+    server_table = data.get("server", {})
+    if not isinstance(server_table, dict):
+        raise ConfigError(f"{source}: [server] must be a table")
+    server_values = _check_fields(ServerConfig, server_table, "server", source)
+    server_values.update({k: v for k, v in overrides.items() if v is not None})
+    server = ServerConfig(**server_values)
+    if server.log_level not in _LOG_LEVELS:
+        raise ConfigError(f"{source}: server.log_level must be one of {', '.join(_LOG_LEVELS)}")
+    if server.activity_timeout < 1:
+        raise ConfigError(f"{source}: server.activity_timeout must be at least 1 second")
+    raw_apps = data.get("apps")
+    if raw_apps is None:
+        apps = (_env_app(env),)
+    elif not isinstance(raw_apps, list) or not raw_apps:
+        raise ConfigError(f"{source}: apps must be a non-empty array of tables ([[apps]])")
+    else:
+        apps = tuple(_app(table, f"apps[{i}]", source) for i, table in enumerate(raw_apps))
+    _unique(apps, source)
+    return Settings(server=server, apps=apps)

@@ -1,0 +1,316 @@
+"""The per-socket protocol state machine: text frames in, frames and hub actions out.
+
+A :class:`Connection` knows nothing of sockets. It reads client messages through
+:meth:`Connection.receive`, answers through its :class:`Sink` and changes channel state through
+the :class:`~pusher_compat.hub.Hub`. Tests drive it with plain strings and a list sink.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import schemas, signatures, wire
+from .channels import USER_CHANNEL_PREFIX, channel_name_error, kind_of
+from .config import AppConfig, ServerConfig
+from .hub import Hub, Member
+from .wire import Code, PusherError, SubscriptionError
+
+__all__ = ["Connection", "Sink", "State"]
+
+
+class Sink(Protocol):
+    """Where a connection's output goes: the server's socket writer, or a list in tests."""
+
+    def send(self, frame: bytes) -> None:
+        """Queue one complete WebSocket frame."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Flush what is queued, then close the WebSocket with ``code``."""
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Connection:
+    """One client connection of one app, from ``connection_established`` to close."""
+
+    __slots__ = (
+        "_clock", "_events_in_window", "_hub", "_sink", "_window_start", "app", "channels",
+        "last_activity", "ping_sent_at", "server", "socket_id", "state", "user_id", "user_info",
+    )
+
+    def __init__(
+        self,
+        app: AppConfig,
+        server: ServerConfig,
+        hub: Hub,
+        sink: Sink,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.server = server
+        self.socket_id = hub.new_socket_id(app.id)
+        self.channels: dict[str, Member | None] = {}
+        self.user_id: str | None = None
+        self.user_info: Any = None
+        self.state = State.OPEN
+        self._hub = hub
+        self._sink = sink
+        self._clock = clock
+        self.last_activity = clock()
+        self.ping_sent_at: float | None = None
+        self._window_start = 0.0
+        self._events_in_window = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Join the hub and send ``pusher:connection_established``."""
+        self._hub.add(self)
+        data = {"socket_id": self.socket_id, "activity_timeout": self.server.activity_timeout}
+        self.send(wire.event_frame("pusher:connection_established", data))
+
+    def close(self, code: int, reason: str) -> None:
+        """Close from the server side (shutdown, terminate, liveness)."""
+        if self.state is State.OPEN:
+            self._sink.close(code, reason)
+            self.closed()
+
+    def closed(self) -> None:
+        """The socket is gone: leave every channel (presence members are announced gone)."""
+        if self.state is State.OPEN:
+            self.state = State.CLOSED
+            self._hub.remove(self)
+
+    def send(self, frame: bytes) -> None:
+        if self.state is State.OPEN:
+            self._sink.send(frame)
+
+    def touch(self) -> None:
+        """Any inbound traffic (text, WebSocket ping or pong) counts as activity."""
+        self.last_activity = self._clock()
+        self.ping_sent_at = None
+
+    def check_activity(self) -> None:
+        """Ping a socket silent for ``activity_timeout``; close it 4201 if the ping goes
+        unanswered for ``pong_timeout``. Called periodically by the server."""
+        now = self._clock()
+        if self.ping_sent_at is None:
+            if now - self.last_activity >= self.server.activity_timeout:
+                self.ping_sent_at = now
+                self.send(wire.event_frame("pusher:ping", {}))
+        elif now - self.ping_sent_at >= self.server.pong_timeout:
+            self.fail(PusherError(Code.PONG_NOT_RECEIVED, "Pong reply not received", close=True))
+
+    # -- inbound -----------------------------------------------------------------------
+
+    def receive(self, text: str) -> None:
+        """Handle one text frame from the client."""
+        if self.state is not State.OPEN:
+            return
+        self.touch()
+        try:
+            self._dispatch(text)
+        except PusherError as error:
+            self.fail(error)
+        except SubscriptionError as error:
+            for frame in error.to_frames():
+                self.send(frame)
+
+    def fail(self, error: PusherError) -> None:
+        """Send ``error``; close the socket with its code when the error closes."""
+        self.send(error.to_frame())
+        if error.close and error.code is not None:
+            self.close(error.code, error.message)
+
+    def _dispatch(self, text: str) -> None:
+        try:
+            message = wire.loads(text)
+        except ValueError:
+            raise PusherError(None, "Invalid JSON: the message could not be parsed") from None
+        problem = schemas.validate("client-message", message)
+        if problem:
+            raise PusherError(None, f"Invalid message: {problem}")
+        event: str = message["event"]
+        handler = _HANDLERS.get(event)
+        if handler is not None:
+            handler(self, _data_object(message.get("data")))
+        elif event.startswith("client-"):
+            self._client_event(message)
+        else:
+            raise PusherError(None, f"Unknown event {event!r}")
+
+    def _ping(self, data: Any) -> None:
+        self.send(wire.event_frame("pusher:pong", {}))
+
+    def _pong(self, data: Any) -> None:
+        """Activity was already recorded by :meth:`receive`."""
+
+    def _subscribe(self, data: Any) -> None:
+        problem = schemas.validate("pusher-subscribe", data)
+        if problem:
+            raise PusherError(None, f"Invalid pusher:subscribe: {problem}")
+        name: str = data["channel"]
+        invalid = channel_name_error(name, self.app.max_channel_name_length)
+        if invalid:
+            raise SubscriptionError(name, "InvalidChannel", invalid, 4009)
+        kind = kind_of(name)
+        member: Member | None = None
+        if kind.user:
+            if name != USER_CHANNEL_PREFIX + (self.user_id or ""):
+                raise SubscriptionError(
+                    name, "AuthError", "A user channel needs a sign-in as that user", 403
+                )
+        elif kind.needs_auth:
+            channel_data = data.get("channel_data")
+            self._check_channel_auth(name, data.get("auth") or "", channel_data)
+            if kind.presence:
+                member = self._presence_member(name, channel_data)
+        self._hub.join(self, name, member)
+
+    def _check_channel_auth(self, name: str, auth: str, channel_data: str | None) -> None:
+        string = signatures.channel_string(self.socket_id, name, channel_data)
+        if not signatures.verify_auth(self.app.key, self.app.secret, auth, string):
+            raise SubscriptionError(
+                name, "AuthError",
+                f"Invalid signature: Expected HMAC SHA256 hex digest of {string}, but got {auth}",
+                401,
+            )
+
+    def _presence_member(self, name: str, channel_data: str | None) -> Member:
+        if channel_data is None:
+            if self.user_id is None:
+                raise SubscriptionError(
+                    name, "AuthError",
+                    "Presence channels need channel_data or a signed-in user", 401,
+                )
+            return Member(self.user_id, self.user_info)
+        try:
+            parsed = wire.loads(channel_data)
+        except ValueError:
+            parsed = None
+        user_id = parsed.get("user_id") if isinstance(parsed, dict) else None
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+            raise SubscriptionError(
+                name, "AuthError", "channel_data must be a JSON object with a user_id", 401
+            )
+        if len(str(user_id)) > self.app.max_presence_user_id_length:
+            raise SubscriptionError(
+                name, "LimitReached",
+                f"user_id is longer than {self.app.max_presence_user_id_length} characters",
+                4009,
+            )
+        user_info = parsed.get("user_info")
+        size = len(wire.dumps(user_info))
+        if size > self.app.max_presence_user_info_bytes:
+            raise SubscriptionError(
+                name, "LimitReached",
+                f"user_info is {size} bytes, over the "
+                f"{self.app.max_presence_user_info_bytes} bytes allowed",
+                4301,
+            )
+        return Member(user_id, user_info)
+
+    def _unsubscribe(self, data: Any) -> None:
+        problem = schemas.validate("pusher-unsubscribe", data)
+        if problem:
+            raise PusherError(None, f"Invalid pusher:unsubscribe: {problem}")
+        self._hub.leave(self, data["channel"])
+
+    def _signin(self, data: Any) -> None:
+        problem = schemas.validate("pusher-signin", data)
+        if problem:
+            raise PusherError(Code.UNAUTHORIZED, f"Invalid pusher:signin: {problem}")
+        user_data: str = data["user_data"]
+        string = signatures.user_string(self.socket_id, user_data)
+        if not signatures.verify_auth(self.app.key, self.app.secret, data["auth"], string):
+            raise PusherError(Code.UNAUTHORIZED, f"Invalid signature for sign-in over {string}")
+        try:
+            user = wire.loads(user_data)
+        except ValueError:
+            user = None
+        user_id = user.get("id") if isinstance(user, dict) else None
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+            raise PusherError(Code.UNAUTHORIZED, "user_data must be a JSON object with an id")
+        if self.user_id is not None and self.user_id != str(user_id):
+            raise PusherError(Code.UNAUTHORIZED, "The connection is signed in as another user")
+        self.user_id = str(user_id)
+        self.user_info = user.get("user_info")
+        self._hub.sign_in(self, self.user_id)
+        self.send(wire.event_frame("pusher:signin_success", {"user_data": user_data}))
+
+    def _client_event(self, message: dict[str, Any]) -> None:
+        if not self.app.client_events:
+            raise PusherError(
+                Code.CLIENT_EVENT_REJECTED, "The app does not have client messaging enabled."
+            )
+        problem = schemas.validate("client-event", message)
+        if problem:
+            raise PusherError(None, f"Invalid client event: {problem}")
+        event: str = message["event"]
+        name: str = message["channel"]
+        if not kind_of(name).client_events:
+            raise PusherError(
+                None,
+                f"Cannot broadcast client event on {name}: client events are only allowed "
+                "on private and presence channels",
+            )
+        if name not in self.channels:
+            raise PusherError(
+                None,
+                f"Cannot broadcast client event (connection not subscribed to channel {name})",
+            )
+        data = message.get("data")
+        encoded = data if isinstance(data, str) else wire.dumps(data).decode()
+        self._check_client_event_limits(event, encoded)
+        member = self.channels[name]
+        user_id = member.user_id if member is not None else None
+        frame = wire.event_frame(event, encoded, name, user_id)
+        self._hub.publish(self.app.id, name, frame, self.socket_id)
+
+    def _check_client_event_limits(self, event: str, data: str) -> None:
+        if len(event) > self.app.max_event_name_length:
+            raise PusherError(
+                Code.CLIENT_EVENT_REJECTED,
+                f"Event name is longer than {self.app.max_event_name_length} characters",
+            )
+        if len(data.encode()) > self.app.max_event_payload_bytes:
+            raise PusherError(
+                Code.CLIENT_EVENT_REJECTED,
+                f"Event data is over {self.app.max_event_payload_bytes} bytes",
+            )
+        now = self._clock()
+        if now - self._window_start >= 1.0:
+            self._window_start = now
+            self._events_in_window = 0
+        self._events_in_window += 1
+        if self._events_in_window > self.app.max_client_events_per_second:
+            raise PusherError(
+                Code.CLIENT_EVENT_REJECTED,
+                f"Client event rate limit reached: at most "
+                f"{self.app.max_client_events_per_second} events per second; event dropped",
+            )
+
+
+def _data_object(data: Any) -> Any:
+    """``data`` of a ``pusher:*`` event: pusher-js sends an object, others a JSON string."""
+    if isinstance(data, str):
+        try:
+            return wire.loads(data)
+        except ValueError:
+            return data
+    return data
+
+
+_HANDLERS: dict[str, Callable[[Connection, Any], None]] = {
+    "pusher:ping": Connection._ping,
+    "pusher:pong": Connection._pong,
+    "pusher:subscribe": Connection._subscribe,
+    "pusher:unsubscribe": Connection._unsubscribe,
+    "pusher:signin": Connection._signin,
+}

@@ -1,0 +1,252 @@
+"""The Pusher HTTP API: ``/apps/{app_id}/...``, signed as the official SDKs sign it.
+
+Responses have Pusher's shapes (maps are JSON objects even when empty, success is 200 with a
+JSON body); errors are JSON bodies ``{"error": ..., "code": status}`` saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from . import schemas, signatures, wire
+from .channels import USER_CHANNEL_PREFIX, channel_name_error, kind_of
+from .config import AppConfig, Settings
+from .hub import Hub
+
+__all__ = ["HttpApi"]
+
+_INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count"})
+
+
+class ApiError(Exception):
+    """An HTTP API error: answered with ``status`` and a JSON body naming the problem."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def response(self) -> web.Response:
+        body = wire.dumps({"error": self.message, "code": self.status})
+        return web.Response(status=self.status, body=body, content_type="application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """One validated event to publish on one channel."""
+
+    name: str
+    channel: str
+    data: str
+    socket_id: str | None
+    info: frozenset[str]
+
+
+def _json(value: Any) -> web.Response:
+    return web.Response(body=wire.dumps(value), content_type="application/json")
+
+
+class HttpApi:
+    """Handlers of the HTTP API for the apps in ``settings``."""
+
+    def __init__(self, settings: Settings, hub: Hub, clock: Callable[[], float] = time.time):
+        self._settings = settings
+        self._hub = hub
+        self._clock = clock
+        self._by_id = {app.id: app for app in settings.apps}
+        self._by_key = {app.key: app for app in settings.apps}
+
+    def routes(self) -> list[web.RouteDef]:
+        wrap = self._endpoint
+        return [
+            web.post("/apps/{app_id}/events", wrap(self.events)),
+            web.post("/apps/{app_id}/batch_events", wrap(self.batch_events)),
+            web.get("/apps/{app_id}/channels", wrap(self.channels)),
+            web.get("/apps/{app_id}/channels/{channel}", wrap(self.channel)),
+            web.get("/apps/{app_id}/channels/{channel}/users", wrap(self.users)),
+            web.post("/apps/{app_id}/users/{user_id}/terminate_connections",
+                     wrap(self.terminate_connections)),
+            # pusher==3.3.4 sends and signs this path without the /apps/{id} prefix.
+            web.post("/users/{user_id}/terminate_connections", wrap(self.terminate_connections)),
+        ]
+
+    # -- request plumbing --------------------------------------------------------------
+
+    Handler = Callable[[AppConfig, web.Request, bytes], Any]
+
+    def _endpoint(self, handler: Handler) -> Callable[[web.Request], Any]:
+        async def endpoint(request: web.Request) -> web.StreamResponse:
+            try:
+                body = await request.read()
+                app = self._authenticate(request, body)
+                return _json(handler(app, request, body))
+            except ApiError as error:
+                return error.response()
+
+        return endpoint
+
+    def _authenticate(self, request: web.Request, body: bytes) -> AppConfig:
+        """Find the app, verify the request signature, refuse disabled apps."""
+        app_id = request.match_info.get("app_id")
+        if app_id is None:
+            app = self._by_key.get(request.query.get("auth_key", ""))
+            if app is None:
+                raise ApiError(401, "Unknown auth_key")
+        else:
+            app = self._by_id.get(app_id)
+            if app is None:
+                raise ApiError(404, f"Unknown app id {app_id!r}")
+        url = request.rel_url
+        paths = list(dict.fromkeys((url.raw_path, url.path)))
+        try:
+            signatures.verify_request(
+                request.method, paths, request.query, body, app.key, app.secret,
+                self._clock(), self._settings.server.request_timestamp_window,
+            )
+        except signatures.RequestSignatureError as error:
+            raise ApiError(401, str(error)) from None
+        if not app.enabled:
+            raise ApiError(403, f"App {app.id!r} is disabled")
+        return app
+
+    @staticmethod
+    def _body(body: bytes, schema: str) -> Any:
+        try:
+            value = wire.loads(body)
+        except ValueError:
+            raise ApiError(400, "The request body is not valid JSON") from None
+        problem = schemas.validate(schema, value)
+        if problem:
+            raise ApiError(400, f"Invalid request body: {problem}")
+        return value
+
+    # -- events ------------------------------------------------------------------------
+
+    def events(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+        payload = self._body(body, "api-event")
+        channels = payload["channels"] if "channels" in payload else [payload["channel"]]
+        if len(channels) > app.max_channels_per_event:
+            raise ApiError(
+                400, f"Too many channels: {len(channels)} > {app.max_channels_per_event}"
+            )
+        events = [self._event(app, payload, channel) for channel in channels]
+        self._publish(app, events)
+        info = events[0].info
+        if not info:
+            return {}
+        return {"channels": {e.channel: self._attributes(app, e.channel, info) for e in events}}
+
+    def batch_events(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+        batch = self._body(body, "api-batch-events")["batch"]
+        if len(batch) > app.max_batch_size:
+            raise ApiError(400, f"Batch too large: {len(batch)} > {app.max_batch_size} events")
+        events = [self._event(app, item, item["channel"]) for item in batch]
+        self._publish(app, events)
+        if not any(e.info for e in events):
+            return {}
+        return {"batch": [self._attributes(app, e.channel, e.info) for e in events]}
+
+    def _event(self, app: AppConfig, item: dict[str, Any], channel: str) -> _Event:
+        name: str = item["name"]
+        if not name or len(name) > app.max_event_name_length:
+            raise ApiError(400, f"Event name must be 1 to {app.max_event_name_length} characters")
+        if name.startswith("pusher_internal:"):
+            raise ApiError(400, "Event names starting with pusher_internal: are reserved")
+        invalid = channel_name_error(channel, app.max_channel_name_length)
+        if invalid:
+            raise ApiError(400, invalid)
+        data = item["data"]
+        if not isinstance(data, str):
+            data = wire.dumps(data).decode()
+        size = len(data.encode())
+        if size > app.max_event_payload_bytes:
+            raise ApiError(
+                413,
+                f"The data content of this event exceeds the allowed maximum "
+                f"({app.max_event_payload_bytes} bytes): it is {size} bytes",
+            )
+        info = self._info(item.get("info"))
+        if "user_count" in info and not kind_of(channel).presence:
+            raise ApiError(400, f"user_count is only available for presence channels: {channel}")
+        return _Event(name, channel, data, item.get("socket_id"), info)
+
+    def _publish(self, app: AppConfig, events: Iterable[_Event]) -> None:
+        for event in events:
+            frame = wire.event_frame(event.name, event.data, event.channel)
+            self._hub.publish(app.id, event.channel, frame, event.socket_id)
+
+    # -- channel queries ---------------------------------------------------------------
+
+    @staticmethod
+    def _info(value: str | None) -> frozenset[str]:
+        info = frozenset(filter(None, (value or "").split(",")))
+        unknown = info - _INFO_ATTRIBUTES - {"cache"}
+        if unknown:
+            raise ApiError(400, f"Unknown info attribute(s): {', '.join(sorted(unknown))}")
+        return info
+
+    def _attributes(self, app: AppConfig, name: str, info: frozenset[str]) -> dict[str, Any]:
+        channel = self._hub.channel(app.id, name)
+        attributes: dict[str, Any] = {}
+        if "user_count" in info:
+            attributes["user_count"] = channel.user_count if channel else 0
+        if "subscription_count" in info:
+            attributes["subscription_count"] = channel.subscription_count if channel else 0
+        return attributes
+
+    def channels(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+        prefix = request.query.get("filter_by_prefix", "")
+        info = self._info(request.query.get("info")) & _INFO_ATTRIBUTES
+        if "user_count" in info and not prefix.startswith("presence-"):
+            raise ApiError(
+                400, "user_count requires filter_by_prefix to start with presence-"
+            )
+        return {
+            "channels": {
+                channel.name: self._attributes(app, channel.name, info)
+                for channel in self._hub.channels(app.id)
+                if channel.name.startswith(prefix)
+                and not channel.name.startswith(USER_CHANNEL_PREFIX)
+            }
+        }
+
+    def channel(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+        name = request.match_info["channel"]
+        self._check_channel(app, name)
+        info = self._info(request.query.get("info")) & _INFO_ATTRIBUTES
+        if "user_count" in info and not kind_of(name).presence:
+            raise ApiError(400, f"user_count is only available for presence channels: {name}")
+        occupied = self._hub.channel(app.id, name) is not None
+        return {"occupied": occupied, **self._attributes(app, name, info)}
+
+    def users(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+        name = request.match_info["channel"]
+        self._check_channel(app, name)
+        if not kind_of(name).presence:
+            raise ApiError(400, f"Users are only available for presence channels: {name}")
+        channel = self._hub.channel(app.id, name)
+        return {"users": [{"id": key} for key in (channel.members if channel else ())]}
+
+    @staticmethod
+    def _check_channel(app: AppConfig, name: str) -> None:
+        invalid = channel_name_error(name, app.max_channel_name_length)
+        if invalid:
+            raise ApiError(400, invalid)
+
+    # -- users -------------------------------------------------------------------------
+
+    def terminate_connections(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+        if body:
+            self._body(body, "api-terminate-connections")
+        user_id = request.match_info["user_id"]
+        for connection in self._hub.user_connections(app.id, user_id):
+            error = wire.PusherError(
+                wire.Code.UNAUTHORIZED, "Connection terminated by the app", close=True
+            )
+            connection.fail(error)
+        return {}

@@ -1,0 +1,229 @@
+"""Local channel state and fan-out.
+
+The hub knows, per app, which connections are open, which channels they are in, who the
+presence members are and which connections are signed in as which user. Publishing hands the
+same pre-framed ``bytes`` to every subscriber's sink: nothing is encoded per socket and nothing
+on this path awaits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import wire
+from .channels import USER_CHANNEL_PREFIX, ChannelKind, kind_of
+
+if TYPE_CHECKING:
+    from .config import AppConfig
+
+__all__ = ["Channel", "Hub", "Member", "Subscriber"]
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connection."""
+
+    socket_id: str
+    app: AppConfig
+    channels: dict[str, Member | None]
+    user_id: str | None
+
+    def send(self, frame: bytes) -> None: ...
+
+    def fail(self, error: wire.PusherError) -> None: ...
+
+
+@dataclass(slots=True)
+class Member:
+    """A presence member as its ``channel_data`` described it."""
+
+    user_id: str | int
+    user_info: Any = None
+
+    @property
+    def key(self) -> str:
+        # pusher-js keys members by the JSON value; ids compare by their string form.
+        return str(self.user_id)
+
+
+@dataclass(slots=True, eq=False)
+class Channel:
+    """One occupied channel of one app."""
+
+    name: str
+    kind: ChannelKind
+    subscribers: dict[Subscriber, Member | None] = field(default_factory=dict)
+    members: dict[str, Member] = field(default_factory=dict)
+    """Presence members by user id; the first socket's ``user_info`` wins."""
+    sockets_per_member: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self.subscribers)
+
+    @property
+    def user_count(self) -> int:
+        return len(self.members)
+
+    def presence_data(self) -> dict[str, Any]:
+        hash_ = {key: m.user_info for key, m in self.members.items()}
+        return {"presence": {"ids": list(hash_), "hash": hash_, "count": len(hash_)}}
+
+
+@dataclass(slots=True)
+class _AppState:
+    connections: dict[str, Subscriber] = field(default_factory=dict)
+    channels: dict[str, Channel] = field(default_factory=dict)
+    users: dict[str, dict[Subscriber, None]] = field(default_factory=dict)
+
+
+class Hub:
+    """Connections, channels and presence of every app served by this process."""
+
+    def __init__(self) -> None:
+        self._apps: dict[str, _AppState] = {}
+
+    def _state(self, app_id: str) -> _AppState:
+        state = self._apps.get(app_id)
+        if state is None:
+            state = self._apps[app_id] = _AppState()
+        return state
+
+    # -- connections -------------------------------------------------------------------
+
+    def new_socket_id(self, app_id: str) -> str:
+        """A fresh ``\\d+.\\d+`` socket id, unique among the app's open connections."""
+        connections = self._state(app_id).connections
+        while True:
+            socket_id = f"{random.randint(1, 10**9)}.{random.randint(1, 10**9)}"
+            if socket_id not in connections:
+                return socket_id
+
+    def add(self, connection: Subscriber) -> None:
+        self._state(connection.app.id).connections[connection.socket_id] = connection
+
+    def remove(self, connection: Subscriber) -> None:
+        """Forget a closed connection: leave every channel, then drop it from the indexes."""
+        for name in list(connection.channels):
+            self.leave(connection, name)
+        state = self._state(connection.app.id)
+        state.connections.pop(connection.socket_id, None)
+        if connection.user_id is not None:
+            sockets = state.users.get(connection.user_id)
+            if sockets is not None:
+                sockets.pop(connection, None)
+                if not sockets:
+                    del state.users[connection.user_id]
+
+    def connection_count(self, app_id: str | None = None) -> int:
+        """Open connections of one app, or of all apps."""
+        if app_id is not None:
+            return len(self._state(app_id).connections)
+        return sum(len(state.connections) for state in self._apps.values())
+
+    def connections(self) -> Iterator[Subscriber]:
+        for state in self._apps.values():
+            yield from list(state.connections.values())
+
+    def sign_in(self, connection: Subscriber, user_id: str) -> None:
+        self._state(connection.app.id).users.setdefault(user_id, {})[connection] = None
+
+    def user_connections(self, app_id: str, user_id: str) -> list[Subscriber]:
+        return list(self._state(app_id).users.get(user_id, ()))
+
+    # -- channels ----------------------------------------------------------------------
+
+    def channel(self, app_id: str, name: str) -> Channel | None:
+        return self._state(app_id).channels.get(name)
+
+    def channels(self, app_id: str) -> Iterator[Channel]:
+        return iter(self._state(app_id).channels.values())
+
+    def join(self, connection: Subscriber, name: str, member: Member | None) -> None:
+        """Subscribe ``connection`` and send it ``subscription_succeeded``.
+
+        Presence: announce the member to the others when this is its first socket. Raises
+        :class:`wire.SubscriptionError` when the channel is full.
+        """
+        app = connection.app
+        channels = self._state(app.id).channels
+        channel = channels.get(name)
+        if channel is None:
+            channel = Channel(name, kind_of(name))
+        if connection in channel.subscribers:
+            connection.send(self._succeeded(channel))
+            return
+        first = False
+        if member is not None:
+            first = member.key not in channel.members
+            if first and len(channel.members) >= app.max_presence_members:
+                raise wire.SubscriptionError(
+                    name, "LimitReached",
+                    f"The maximum number of members in a presence channel "
+                    f"({app.max_presence_members}) has been reached", 4100,
+                )
+            if first:
+                channel.members[member.key] = member
+            count = channel.sockets_per_member.get(member.key, 0)
+            channel.sockets_per_member[member.key] = count + 1
+        channels[name] = channel
+        channel.subscribers[connection] = member
+        connection.channels[name] = member
+        connection.send(self._succeeded(channel))
+        if first and member is not None:
+            data = {"user_id": member.user_id, "user_info": member.user_info}
+            frame = wire.event_frame("pusher_internal:member_added", data, name)
+            self._fan_out(channel, frame, connection)
+
+    def leave(self, connection: Subscriber, name: str) -> None:
+        """Unsubscribe; presence: announce the member gone when its last socket leaves."""
+        connection.channels.pop(name, None)
+        state = self._state(connection.app.id)
+        channel = state.channels.get(name)
+        if channel is None or connection not in channel.subscribers:
+            return
+        member = channel.subscribers.pop(connection)
+        if member is not None:
+            remaining = channel.sockets_per_member[member.key] - 1
+            if remaining:
+                channel.sockets_per_member[member.key] = remaining
+            else:
+                del channel.sockets_per_member[member.key]
+                gone = channel.members.pop(member.key)
+                frame = wire.event_frame(
+                    "pusher_internal:member_removed", {"user_id": gone.user_id}, name
+                )
+                self._fan_out(channel, frame, None)
+        if not channel.subscribers:
+            del state.channels[name]
+
+    def publish(self, app_id: str, name: str, frame: bytes, except_socket_id: str | None = None
+                ) -> None:
+        """Deliver one pre-framed event to every local subscriber of ``name``.
+
+        Events for ``#server-to-user-{id}`` reach every connection signed in as that user.
+        """
+        state = self._state(app_id)
+        excluded = state.connections.get(except_socket_id) if except_socket_id else None
+        if name.startswith(USER_CHANNEL_PREFIX):
+            user_id = name[len(USER_CHANNEL_PREFIX):]
+            for connection in state.users.get(user_id, ()):
+                if connection is not excluded:
+                    connection.send(frame)
+            return
+        channel = state.channels.get(name)
+        if channel is not None:
+            self._fan_out(channel, frame, excluded)
+
+    @staticmethod
+    def _fan_out(channel: Channel, frame: bytes, excluded: Subscriber | None) -> None:
+        for subscriber in channel.subscribers:
+            if subscriber is not excluded:
+                subscriber.send(frame)
+
+    @staticmethod
+    def _succeeded(channel: Channel) -> bytes:
+        data: Any = channel.presence_data() if channel.kind.presence else "{}"
+        return wire.event_frame("pusher_internal:subscription_succeeded", data, channel.name)

@@ -1,0 +1,274 @@
+"""The aiohttp layer: WebSocket upgrades, byte pumping, the HTTP API routes and lifecycle.
+
+Protocol decisions live in :mod:`pusher_compat.connection`; this module only moves bytes.
+Outbound frames are queued per socket and written once per event-loop iteration, so a burst
+of events to one socket costs one ``write`` system call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+from collections.abc import Mapping
+
+from aiohttp import WSMsgType, web
+
+from . import wire
+from .config import AppConfig, Settings
+from .connection import Connection
+from .http_api import HttpApi
+from .hub import Hub
+from .wire import Code, PusherError
+
+__all__ = ["create_app", "run", "serve"]
+
+log = logging.getLogger("pusher_compat")
+
+HUB = web.AppKey("hub", Hub)
+SETTINGS = web.AppKey("settings", Settings)
+
+_VERSION_RE = re.compile(r"\d[0-9A-Za-z.+_-]*")
+_SUPPORTED_PROTOCOLS = range(5, 8)
+
+
+class Flusher:
+    """Writes every socket's queued frames once per loop iteration."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[SocketSink] = []
+        self._scheduled = False
+
+    def schedule(self, sink: SocketSink) -> None:
+        self._dirty.append(sink)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for sink in dirty:
+            sink.flush()
+
+
+class SocketSink:
+    """A connection's output: pre-framed bytes queued, then written straight to the transport.
+
+    A socket whose unsent bytes exceed ``limit`` cannot keep up: it is closed with 4100 rather
+    than let its buffer grow or slow the broadcast for everyone else.
+    """
+
+    __slots__ = ("_closing", "_flusher", "_limit", "_pending", "_transport", "_ws", "connection")
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        flusher: Flusher,
+        limit: int,
+    ) -> None:
+        self._ws = ws
+        self._transport = transport
+        self._flusher = flusher
+        self._limit = limit
+        self._pending: list[bytes] = []
+        self._closing = False
+        self.connection: Connection | None = None
+
+    def send(self, frame: bytes) -> None:
+        if self._closing:
+            return
+        if not self._pending:
+            self._flusher.schedule(self)
+        self._pending.append(frame)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending or self._transport.is_closing():
+            return
+        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if self._transport.get_write_buffer_size() > self._limit and self.connection:
+            self.connection.close(Code.OVER_CAPACITY, "Slow consumer: too much unsent data")
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self.flush()
+        self._closing = True
+        task = asyncio.ensure_future(self._ws.close(code=code, message=reason.encode()[:120]))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Future[bool]] = set()
+
+
+class Gateway:
+    """Accepts WebSocket connections for the configured apps."""
+
+    def __init__(self, settings: Settings, hub: Hub) -> None:
+        self._settings = settings
+        self._hub = hub
+        self._apps = {app.key: app for app in settings.apps}
+        self._flusher: Flusher | None = None
+
+    def _admit(self, key: str, query: Mapping[str, str]) -> AppConfig:
+        """The app a connection to ``key`` belongs to; raises :class:`PusherError` to refuse."""
+        app = self._apps.get(key)
+        if app is None:
+            raise PusherError(Code.APP_NOT_FOUND, f"App key {key} does not exist")
+        server = self._settings.server
+        protocol = query.get("protocol")
+        if protocol is None:
+            if server.require_protocol:
+                raise PusherError(Code.NO_PROTOCOL, "No protocol version supplied")
+        elif not protocol.isdigit() or int(protocol) not in _SUPPORTED_PROTOCOLS:
+            raise PusherError(Code.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol!r}")
+        version = query.get("version")
+        if version is not None and not _VERSION_RE.fullmatch(version):
+            raise PusherError(Code.INVALID_VERSION, f"Invalid version string {version!r}")
+        if not app.enabled:
+            raise PusherError(Code.APP_DISABLED, f"App {app.id} is disabled")
+        if server.max_connections and self._hub.connection_count() >= server.max_connections:
+            raise PusherError(Code.OVER_CAPACITY, "Server over capacity")
+        if app.max_connections and self._hub.connection_count(app.id) >= app.max_connections:
+            raise PusherError(Code.APP_OVER_QUOTA, "App over connection quota")
+        return app
+
+    async def app_socket(self, request: web.Request) -> web.StreamResponse:
+        try:
+            app = self._admit(request.match_info["key"], request.query)
+        except PusherError as refusal:
+            return await self._accept(request, refusal)
+        return await self._accept(request, app)
+
+    async def bad_path(self, request: web.Request) -> web.StreamResponse:
+        refusal = PusherError(Code.PATH_NOT_FOUND, f"Invalid path {request.path}: use /app/{{key}}")
+        return await self._accept(request, refusal)
+
+    async def _accept(
+        self, request: web.Request, admitted: AppConfig | PusherError
+    ) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            compress=False, max_msg_size=self._settings.server.max_message_bytes
+        )
+        if not ws.can_prepare(request).ok:
+            raise web.HTTPNotFound(text="This endpoint is for WebSocket connections\n")
+        await ws.prepare(request)
+        transport = request.transport
+        assert transport is not None
+        if isinstance(admitted, PusherError):
+            # The first frame must carry a numeric code: pusher-js crashes on a null one.
+            log.info("refused connection: %s", admitted)
+            transport.write(admitted.to_frame())
+            await ws.close(code=int(admitted.code or Code.UNAUTHORIZED),
+                           message=admitted.message.encode()[:120])
+            return ws
+        if self._flusher is None:
+            self._flusher = Flusher(asyncio.get_running_loop())
+        sink = SocketSink(ws, transport, self._flusher, self._settings.server.max_write_buffer_bytes)
+        connection = Connection(admitted, self._settings.server, self._hub, sink)
+        sink.connection = connection
+        connection.open()
+        try:
+            await self._pump(ws, connection)
+        finally:
+            connection.closed()
+        return ws
+
+    @staticmethod
+    async def _pump(ws: web.WebSocketResponse, connection: Connection) -> None:
+        async for message in ws:
+            if message.type is WSMsgType.TEXT:
+                connection.receive(message.data)
+            elif message.type is WSMsgType.BINARY:
+                connection.touch()
+                connection.send(wire.error_frame(None, "Binary frames are not supported"))
+
+    async def check_activity(self) -> None:
+        """Ping silent sockets and close the ones that never answer (4201)."""
+        server = self._settings.server
+        interval = max(0.2, min(5.0, min(server.activity_timeout, server.pong_timeout) / 4))
+        while True:
+            await asyncio.sleep(interval)
+            for connection in self._hub.connections():
+                connection.check_activity()
+
+    def close_all(self, code: Code, reason: str) -> None:
+        for connection in self._hub.connections():
+            connection.close(code, reason)
+
+
+def create_app(settings: Settings, hub: Hub | None = None) -> web.Application:
+    """The aiohttp application serving ``settings``: WebSocket gateway plus HTTP API."""
+    hub = hub or Hub()
+    gateway = Gateway(settings, hub)
+    app = web.Application(client_max_size=settings.server.max_request_bytes)
+    app[HUB] = hub
+    app[SETTINGS] = settings
+    app.add_routes([
+        web.get("/app/{key}", gateway.app_socket),
+        web.get("/app", gateway.bad_path),
+        web.get("/app/{tail:.*}", gateway.bad_path),
+        *HttpApi(settings, hub).routes(),
+    ])
+
+    async def activity_checker(app: web.Application):  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(gateway.check_activity())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def on_shutdown(app: web.Application) -> None:
+        count = hub.connection_count()
+        if count:
+            log.info("closing %d connection(s) with 4200 so clients reconnect", count)
+        gateway.close_all(Code.RECONNECT, "Server shutting down")
+        if _background:
+            await asyncio.wait(set(_background), timeout=settings.server.shutdown_timeout)
+
+    app.cleanup_ctx.append(activity_checker)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``), then drain: stop accepting, close with 4200."""
+    server = settings.server
+    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None,
+                           shutdown_timeout=server.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, server.host, server.port)
+    await site.start()
+    for address in runner.addresses:
+        host, port = address[0], address[1]
+        log.info("pusher-compat listening on http://%s:%s (WebSocket /app/{key}, API /apps/{id})",
+                 host, port)
+    for app in settings.apps:
+        log.info("serving app id=%s key=%s (%s, client events %s)", app.id, app.key,
+                 "enabled" if app.enabled else "disabled", "on" if app.client_events else "off")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down: no new connections, closing open ones")
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def run(settings: Settings) -> None:
+    """Run :func:`serve` on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

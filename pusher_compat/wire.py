@@ -1,0 +1,138 @@
+"""The Pusher wire format: the error table, JSON encoding and WebSocket frame bytes.
+
+Everything the server sends leaves through :func:`frame`: a message is encoded to JSON once
+(orjson) and wrapped in an unmasked WebSocket text frame once, so a broadcast writes the very
+same ``bytes`` object to every subscriber.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "Code",
+    "PusherError",
+    "SubscriptionError",
+    "dumps",
+    "error_frame",
+    "event_frame",
+    "frame",
+    "loads",
+]
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, the form every Pusher peer uses on the wire."""
+    return orjson.dumps(value)
+
+
+def loads(data: str | bytes) -> Any:
+    """Parse JSON; raises ``ValueError`` on malformed input."""
+    return orjson.loads(data)
+
+
+class Code(IntEnum):
+    """Pusher error and close codes (protocol v7).
+
+    4000-4099 tell pusher-js not to reconnect, 4100-4199 to back off and retry, 4200-4299 to
+    retry at once; 43xx appear only inside ``pusher:error`` frames, never as close codes.
+    """
+
+    TLS_REQUIRED = 4000
+    APP_NOT_FOUND = 4001
+    APP_DISABLED = 4003
+    APP_OVER_QUOTA = 4004
+    PATH_NOT_FOUND = 4005
+    INVALID_VERSION = 4006
+    UNSUPPORTED_PROTOCOL = 4007
+    NO_PROTOCOL = 4008
+    UNAUTHORIZED = 4009
+    OVER_CAPACITY = 4100
+    RECONNECT = 4200
+    PONG_NOT_RECEIVED = 4201
+    CLOSED_AFTER_INACTIVITY = 4202
+    CLIENT_EVENT_REJECTED = 4301
+    WATCHLIST_OVER_LIMIT = 4302
+
+
+@dataclass(frozen=True, slots=True)
+class PusherError(Exception):
+    """A protocol error: rendered as a ``pusher:error`` frame, and a close when ``close``.
+
+    ``code`` is ``None`` for the errors Pusher itself reports without a code (bad signatures,
+    client events on a channel the socket is not in).
+    """
+
+    code: Code | None
+    message: str
+    close: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.code else self.message
+
+    def to_frame(self) -> bytes:
+        return error_frame(self.code, self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionError(Exception):
+    """A refused subscription (bad signature, bad name, limit reached); the socket stays open.
+
+    Rendered as a channel-scoped ``pusher:subscription_error`` (Soketi's shape, which reaches
+    Echo's ``.error()`` callback) followed by a connection-level ``pusher:error`` with
+    ``code: null`` (real Pusher's form).
+    """
+
+    channel: str
+    type: str
+    message: str
+    status: int
+
+    def to_frames(self) -> tuple[bytes, bytes]:
+        detail = {"type": self.type, "error": self.message, "status": self.status}
+        scoped = {"event": "pusher:subscription_error", "channel": self.channel, "data": detail}
+        return frame(dumps(scoped)), error_frame(None, self.message)
+
+
+def _header(length: int) -> bytes:
+    # FIN + text opcode; a server never masks its frames (RFC 6455 §5.1).
+    if length < 126:
+        return struct.pack("!BB", 0x81, length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
+
+
+def frame(payload: bytes) -> bytes:
+    """Wrap UTF-8 JSON bytes in one WebSocket text frame, ready for ``transport.write``."""
+    return _header(len(payload)) + payload
+
+
+def event_frame(
+    event: str,
+    data: Any,
+    channel: str | None = None,
+    user_id: str | int | None = None,
+) -> bytes:
+    """Frame a channel or connection event.
+
+    ``data`` that is not already a string is JSON-encoded into one, as the protocol requires
+    (pusher-websocket-java and others cast ``data`` to a string before parsing it).
+    """
+    message: dict[str, Any] = {"event": event}
+    if channel is not None:
+        message["channel"] = channel
+    message["data"] = data if isinstance(data, str) else dumps(data).decode()
+    if user_id is not None:
+        message["user_id"] = user_id
+    return frame(dumps(message))
+
+
+def error_frame(code: int | None, message: str) -> bytes:
+    """Frame a ``pusher:error``; its ``data`` is an object, as real Pusher sends it."""
+    return frame(dumps({"event": "pusher:error", "data": {"code": code, "message": message}}))

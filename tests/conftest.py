@@ -1,0 +1,175 @@
+"""Shared fixtures: a real server process, and Node scripts that drive it with real clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "tests" / "node"
+
+DEFAULT_CONFIG = """
+[server]
+activity_timeout = 30
+
+[[apps]]
+id = "1001"
+key = "app-key"
+secret = "app-secret"
+client_events = true
+
+[[apps]]
+id = "disabled-id"
+key = "disabled-key"
+secret = "disabled-secret"
+enabled = false
+"""
+
+_LISTEN_RE = re.compile(r"listening on http://[^:]+:(\d+)")
+
+
+@dataclass
+class ServerProcess:
+    """A ``pusher-compat serve`` child process listening on a free loopback port."""
+
+    process: subprocess.Popen[str]
+    port: int
+    log: list[str]
+
+    host = "127.0.0.1"
+    app_id = "1001"
+    key = "app-key"
+    secret = "app-secret"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ws_url(self, key: str | None = None, query: str = "protocol=7&client=js&version=8.6.0") -> str:
+        return f"ws://{self.host}:{self.port}/app/{key or self.key}?{query}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(config_text: str, tmp_path: Path, *extra: str) -> ServerProcess:
+    """Start the server on port 0 and wait until it logs the port it took."""
+    config = tmp_path / "pusher-compat.toml"
+    config.write_text(textwrap.dedent(config_text))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pusher_compat", "serve", "--host", "127.0.0.1", "--port", "0",
+         "--config", str(config), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    log: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        log.append(line)
+        match = _LISTEN_RE.search(line)
+        if match:
+            server = ServerProcess(process, int(match.group(1)), log)
+            _drain(process, log)
+            return server
+    process.kill()
+    raise RuntimeError("server did not start:\n" + "".join(log))
+
+
+def _drain(process: subprocess.Popen[str], log: list[str]) -> None:
+    """Keep reading the child's output so it never blocks on a full pipe."""
+    import threading
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with a given TOML config; all are stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def factory(config_text: str = DEFAULT_CONFIG, *extra: str) -> ServerProcess:
+        sub = tmp_path / f"server{len(started)}"
+        sub.mkdir()
+        server = start_server(config_text, sub, *extra)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server with the default test apps (``1001``/``app-key``/``app-secret``; the Python SDK insists on a numeric app id)."""
+    return server_factory()
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """Path to ``node`` with the pinned npm clients installed (``npm ci``)."""
+    exe = shutil.which("node")
+    if exe is None or not (ROOT / "node_modules").is_dir():
+        pytest.fail("node and the npm clients are required: run `npm ci` in the project root")
+    return exe
+
+
+def run_node(
+    node: str, server: ServerProcess, script: str, *args: str, timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """Run ``tests/node/<script>`` against ``server``; return its last stdout line as JSON.
+
+    Scripts read the server address from ``PUSHER_HOST``/``PUSHER_PORT`` and the app from
+    ``PUSHER_APP_ID``/``PUSHER_APP_KEY``/``PUSHER_APP_SECRET``, and print one JSON object.
+    """
+    full_env = {
+        **os.environ,
+        "PUSHER_HOST": server.host,
+        "PUSHER_PORT": str(server.port),
+        "PUSHER_APP_ID": server.app_id,
+        "PUSHER_APP_KEY": server.key,
+        "PUSHER_APP_SECRET": server.secret,
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [node, str(NODE_DIR / script), *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT,
+    )
+    assert result.returncode == 0, (
+        f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
+        + "".join(server.log[-30:])
+    )
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines, f"{script} printed nothing; stderr:\n{result.stderr}"
+    return json.loads(lines[-1])
