@@ -42,6 +42,10 @@ class AppConfig:
     max_batch_size: int = 10
     max_channel_name_length: int = 200
     max_event_name_length: int = 200
+    user_authentication_timeout: int = 0
+    """Seconds a connection has to sign in (``pusher:signin``) before close 4009; 0 = off."""
+    encryption_master_key_base64: str = ""
+    """32 bytes, base64: derives the ``shared_secret`` of ``private-encrypted-`` channels."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,8 @@ class Connection:
 
     __slots__ = (
         "_clock", "_events_in_window", "_hub", "_sink", "_window_start", "app", "channels",
-        "last_activity", "ping_sent_at", "server", "socket_id", "state", "user_id", "user_info",
+        "last_activity", "opened_at", "ping_sent_at", "server", "socket_id", "state", "user_id",
+        "user_info", "watchlist",
     )
 
     def __init__(
@@ -58,11 +59,12 @@ class Connection:
         self.channels: dict[str, Member | None] = {}
         self.user_id: str | None = None
         self.user_info: Any = None
+        self.watchlist: tuple[str, ...] = ()
         self.state = State.OPEN
         self._hub = hub
         self._sink = sink
         self._clock = clock
-        self.last_activity = clock()
+        self.opened_at = self.last_activity = clock()
         self.ping_sent_at: float | None = None
         self._window_start = 0.0
         self._events_in_window = 0
@@ -100,6 +102,13 @@ class Connection:
         """Ping a socket silent for ``activity_timeout``; close it 4201 if the ping goes
         unanswered for ``pong_timeout``. Called periodically by the server."""
         now = self._clock()
+        deadline = self.app.user_authentication_timeout
+        if deadline and self.user_id is None and now - self.opened_at >= deadline:
+            self.fail(PusherError(
+                Code.UNAUTHORIZED, f"Connection not signed in within {deadline} seconds",
+                close=True,
+            ))
+            return
         if self.ping_sent_at is None:
             if now - self.last_activity >= self.server.activity_timeout:
                 self.ping_sent_at = now
@@ -239,10 +248,20 @@ class Connection:
             raise PusherError(Code.UNAUTHORIZED, "user_data must be a JSON object with an id")
         if self.user_id is not None and self.user_id != str(user_id):
             raise PusherError(Code.UNAUTHORIZED, "The connection is signed in as another user")
+        self.send(wire.signin_success_frame(user_data))
+        if self.user_id is not None:
+            return  # the same user again (pusher-js signs in after every reconnect)
+        watchlist = _watchlist(user.get("watchlist"))
         self.user_id = str(user_id)
         self.user_info = user.get("user_info")
+        self.watchlist = watchlist[:_WATCHLIST_LIMIT]
+        if len(watchlist) > _WATCHLIST_LIMIT:
+            self.send(wire.error_frame(
+                Code.WATCHLIST_OVER_LIMIT,
+                f"Watchlist has {len(watchlist)} user ids: only the first "
+                f"{_WATCHLIST_LIMIT} are watched",
+            ))
         self._hub.sign_in(self, self.user_id)
-        self.send(wire.event_frame("pusher:signin_success", {"user_data": user_data}))
 
     def _client_event(self, message: dict[str, Any]) -> None:
         if not self.app.client_events:
@@ -295,6 +314,17 @@ class Connection:
                 f"Client event rate limit reached: at most "
                 f"{self.app.max_client_events_per_second} events per second; event dropped",
             )
+
+
+_WATCHLIST_LIMIT = 100
+
+
+def _watchlist(value: Any) -> tuple[str, ...]:
+    """The user ids of a sign-in ``watchlist``, as strings, without duplicates."""
+    if not isinstance(value, list):
+        return ()
+    ids = (str(v) for v in value if isinstance(v, str | int) and not isinstance(v, bool))
+    return tuple(dict.fromkeys(ids))
 
 
 def _data_object(data: Any) -> Any:

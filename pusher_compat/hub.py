@@ -29,6 +29,7 @@ class Subscriber(Protocol):
     app: AppConfig
     channels: dict[str, Member | None]
     user_id: str | None
+    watchlist: tuple[str, ...]
 
     def send(self, frame: bytes) -> None: ...
 
@@ -77,6 +78,24 @@ class _AppState:
     connections: dict[str, Subscriber] = field(default_factory=dict)
     channels: dict[str, Channel] = field(default_factory=dict)
     users: dict[str, dict[Subscriber, None]] = field(default_factory=dict)
+    watchers: dict[str, dict[Subscriber, None]] = field(default_factory=dict)
+    """Connections whose sign-in watchlist names a user id, by that id."""
+
+
+def _discard(index: dict[str, dict[Subscriber, None]], key: str, connection: Subscriber) -> bool:
+    """Remove ``connection`` under ``key``; True when that emptied the entry."""
+    entries = index.get(key)
+    if entries is None or connection not in entries:
+        return False
+    del entries[connection]
+    if entries:
+        return False
+    del index[key]
+    return True
+
+
+def _watchlist_frame(events: list[dict[str, Any]]) -> bytes:
+    return wire.event_frame("pusher_internal:watchlist_events", {"events": events})
 
 
 class Hub:
@@ -110,12 +129,11 @@ class Hub:
             self.leave(connection, name)
         state = self._state(connection.app.id)
         state.connections.pop(connection.socket_id, None)
-        if connection.user_id is not None:
-            sockets = state.users.get(connection.user_id)
-            if sockets is not None:
-                sockets.pop(connection, None)
-                if not sockets:
-                    del state.users[connection.user_id]
+        for watched in connection.watchlist:
+            _discard(state.watchers, watched, connection)
+        user_id = connection.user_id
+        if user_id is not None and _discard(state.users, user_id, connection):
+            self._notify_watchers(state, "offline", user_id)
 
     def connection_count(self, app_id: str | None = None) -> int:
         """Open connections of one app, or of all apps."""
@@ -128,7 +146,31 @@ class Hub:
             yield from list(state.connections.values())
 
     def sign_in(self, connection: Subscriber, user_id: str) -> None:
-        self._state(connection.app.id).users.setdefault(user_id, {})[connection] = None
+        """Index a signed-in connection; tell watchers when it is the user's first one.
+
+        The connection's own watchlist is answered at once with who is online and who is not.
+        """
+        state = self._state(connection.app.id)
+        sockets = state.users.setdefault(user_id, {})
+        first = not sockets
+        sockets[connection] = None
+        if first:
+            self._notify_watchers(state, "online", user_id)
+        if connection.watchlist:
+            for watched in connection.watchlist:
+                state.watchers.setdefault(watched, {})[connection] = None
+            online = [u for u in connection.watchlist if u in state.users]
+            offline = [u for u in connection.watchlist if u not in state.users]
+            events = [{"name": name, "user_ids": ids}
+                      for name, ids in (("online", online), ("offline", offline)) if ids]
+            connection.send(_watchlist_frame(events))
+
+    def _notify_watchers(self, state: _AppState, name: str, user_id: str) -> None:
+        watchers = state.watchers.get(user_id)
+        if watchers:
+            frame = _watchlist_frame([{"name": name, "user_ids": [user_id]}])
+            for watcher in watchers:
+                watcher.send(frame)
 
     def user_connections(self, app_id: str, user_id: str) -> list[Subscriber]:
         return list(self._state(app_id).users.get(user_id, ()))

@@ -129,7 +129,9 @@ class Gateway:
             if server.require_protocol:
                 raise PusherError(Code.NO_PROTOCOL, "No protocol version supplied")
         elif not protocol.isdigit() or int(protocol) not in _SUPPORTED_PROTOCOLS:
-            raise PusherError(Code.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol!r}")
+            raise PusherError(
+                Code.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol!r}"
+            )
         version = query.get("version")
         if version is not None and not _VERSION_RE.fullmatch(version):
             raise PusherError(Code.INVALID_VERSION, f"Invalid version string {version!r}")
@@ -172,7 +174,8 @@ class Gateway:
             return ws
         if self._flusher is None:
             self._flusher = Flusher(asyncio.get_running_loop())
-        sink = SocketSink(ws, transport, self._flusher, self._settings.server.max_write_buffer_bytes)
+        limit = self._settings.server.max_write_buffer_bytes
+        sink = SocketSink(ws, transport, self._flusher, limit)
         connection = Connection(admitted, self._settings.server, self._hub, sink)
         sink.connection = connection
         connection.open()
@@ -247,13 +250,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await runner.setup()
     site = web.TCPSite(runner, server.host, server.port)
     await site.start()
+    for app in settings.apps:
+        log.info("serving app id=%s key=%s (%s, client events %s)", app.id, app.key,
+                 "enabled" if app.enabled else "disabled", "on" if app.client_events else "off")
     for address in runner.addresses:
         host, port = address[0], address[1]
         log.info("pusher-compat listening on http://%s:%s (WebSocket /app/{key}, API /apps/{id})",
                  host, port)
-    for app in settings.apps:
-        log.info("serving app id=%s key=%s (%s, client events %s)", app.id, app.key,
-                 "enabled" if app.enabled else "disabled", "on" if app.client_events else "off")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

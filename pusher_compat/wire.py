@@ -23,6 +23,7 @@ __all__ = [
     "event_frame",
     "frame",
     "loads",
+    "signin_success_frame",
 ]
 
 
@@ -130,6 +131,12 @@ def event_frame(
     message["data"] = data if isinstance(data, str) else dumps(data).decode()
     if user_id is not None:
         message["user_id"] = user_id
+    return frame(dumps(message))
+
+
+def signin_success_frame(user_data: str) -> bytes:
+    """Frame ``pusher:signin_success``; ``data`` is an object, as the protocol docs show it."""
+    message = {"event": "pusher:signin_success", "data": {"user_data": user_data}}
     return frame(dumps(message))
 
 

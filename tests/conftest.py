@@ -57,7 +57,9 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def ws_url(self, key: str | None = None, query: str = "protocol=7&client=js&version=8.6.0") -> str:
+    def ws_url(
+        self, key: str | None = None, query: str = "protocol=7&client=js&version=8.6.0"
+    ) -> str:
         return f"ws://{self.host}:{self.port}/app/{key or self.key}?{query}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
@@ -131,7 +133,8 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 @pytest.fixture
 def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    """A server with the default test apps (``1001``/``app-key``/``app-secret``; the Python SDK insists on a numeric app id)."""
+    """A server with the default test apps: ``1001``/``app-key``/``app-secret`` (numeric id:
+    the Python SDK refuses any other) and the disabled ``disabled-key``."""
     return server_factory()
 
 

@@ -1,0 +1,72 @@
+"""Small helpers for driving the sans-I/O protocol core: a recording sink, a frame decoder
+and a settable clock."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FakeClock", "ListSink", "unframe"]
+
+
+def unframe(frame: bytes) -> str:
+    """The text of one complete, unmasked server WebSocket text frame (FIN + opcode 0x1)."""
+    assert len(frame) >= 2, f"frame too short: {frame!r}"
+    assert frame[0] == 0x81, f"not a final text frame: first byte {frame[0]:#04x}"
+    assert not frame[1] & 0x80, "a server frame must not be masked"
+    length = frame[1] & 0x7F
+    offset = 2
+    if length == 126:
+        (length,) = struct.unpack_from("!H", frame, 2)
+        assert length >= 126, f"16-bit length form used for {length} bytes"
+        offset = 4
+    elif length == 127:
+        (length,) = struct.unpack_from("!Q", frame, 2)
+        assert length >= 1 << 16, f"64-bit length form used for {length} bytes"
+        offset = 10
+    payload = frame[offset:]
+    assert len(payload) == length, f"header says {length} bytes, payload has {len(payload)}"
+    return payload.decode("utf-8")
+
+
+@dataclass
+class ListSink:
+    """A :class:`pusher_compat.connection.Sink` that records what the connection emits."""
+
+    frames: list[bytes] = field(default_factory=list)
+    closes: list[tuple[int, str]] = field(default_factory=list)
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+
+    def texts(self) -> list[str]:
+        """Every frame sent so far, decoded to its JSON text."""
+        return [unframe(frame) for frame in self.frames]
+
+    def messages(self) -> list[Any]:
+        """Every frame sent so far, parsed."""
+        return [json.loads(text) for text in self.texts()]
+
+    def take(self) -> list[Any]:
+        """The parsed frames sent since the last ``take``; forgets them."""
+        messages = self.messages()
+        self.frames.clear()
+        return messages
+
+
+@dataclass
+class FakeClock:
+    """A clock for ``Connection(clock=...)``: returns ``now``, moved by the test."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -1,0 +1,129 @@
+"""Configuration: the environment default, the TOML file, and errors that name file and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pusher_compat.config import AppConfig, ConfigError, ServerConfig, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "server.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_serves_one_app_with_soketi_defaults() -> None:
+    settings = load_settings(env={})
+    assert settings.apps == (AppConfig(id="app-id", key="app-key", secret="app-secret"),)
+    assert settings.server == ServerConfig()
+
+
+def test_no_file_takes_the_app_from_laravel_env_names() -> None:
+    env = {"PUSHER_APP_ID": "42", "PUSHER_APP_KEY": "k", "PUSHER_APP_SECRET": "s"}
+    assert load_settings(env=env).apps == (AppConfig(id="42", key="k", secret="s"),)
+
+
+def test_command_line_overrides_win_and_none_is_ignored() -> None:
+    settings = load_settings(env={}, host="127.0.0.1", port=None)
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 6001)
+
+
+def test_file_holds_server_settings_and_many_apps(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        [server]
+        port = 7001
+        activity_timeout = 120
+
+        [[apps]]
+        id = "1"
+        key = "k1"
+        secret = "s1"
+        client_events = false
+        max_connections = 500
+
+        [[apps]]
+        id = "2"
+        key = "k2"
+        secret = "s2"
+        enabled = false
+    """.replace("\n        ", "\n"))
+    settings = load_settings(path, env={})
+    assert (settings.server.port, settings.server.activity_timeout) == (7001, 120)
+    assert settings.apps == (
+        AppConfig(id="1", key="k1", secret="s1", client_events=False, max_connections=500),
+        AppConfig(id="2", key="k2", secret="s2", enabled=False),
+    )
+
+
+def test_file_without_apps_takes_the_app_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nport = 7001\n")
+    settings = load_settings(path, env={"PUSHER_APP_KEY": "from-env"})
+    assert settings.apps[0].key == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nport = 'x'\n", "server.port must be int, got 'x'"),
+        ("[server]\nprot = 1\n", "unknown key 'server.prot'"),
+        ("[server]\nport = -1\n", "server.port must not be negative, got -1"),
+        ("[server]\nlog_level = 'loud'\n", "server.log_level must be one of"),
+        ("[server]\nactivity_timeout = 0\n", "server.activity_timeout must be at least 1"),
+        ("[sever]\n", "unknown section 'sever'"),
+        ("[[apps]]\nid = '1'\nkey = 'k'\n", "apps[0].secret is required"),
+        ("[[apps]]\nid = '1'\nkey = 'k'\nsecret = 's'\nenabled = 'yes'\n",
+         "apps[0].enabled must be bool, got 'yes'"),
+        ("[[apps]]\nid='1'\nkey='k'\nsecret='s'\n[[apps]]\nid='1'\nkey='k2'\nsecret='s'\n",
+         "apps[1].id '1' is used twice"),
+        ("apps = []\n", "apps must be a non-empty array of tables"),
+        ("[server\n", "invalid TOML"),
+    ],
+    ids=["wrong-type", "unknown-key", "negative", "log-level", "zero-timeout", "unknown-section",
+         "missing-secret", "bool-type", "duplicate-id", "empty-apps", "bad-toml"],
+)
+def test_invalid_file_names_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, env={})
+    assert str(raised.value).startswith(f"{path}: ")
+    assert message in str(raised.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "absent.toml", env={})
+
+
+def test_serve_with_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nport = 'x'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pusher_compat", "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"pusher-compat: configuration error: {path}: server.port must be int, got 'x'\n"
+    )
+
+
+def test_help_explains_the_environment_variables() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pusher_compat", "serve", "--help"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0
+    for name in ("PUSHER_APP_ID", "PUSHER_APP_KEY", "PUSHER_APP_SECRET", "--config", "4200"):
+        assert name in result.stdout
+
+
+def test_server_logs_where_it_listens_and_which_apps(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory()
+    log = "".join(server.log)
+    assert f"listening on http://127.0.0.1:{server.port}" in log
+    assert "serving app id=1001 key=app-key (enabled, client events on)" in log
+    assert "serving app id=disabled-id key=disabled-key (disabled, client events on)" in log

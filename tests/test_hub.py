@@ -1,0 +1,286 @@
+"""Hub-level behaviour: fan-out of pre-framed bytes, exclusion, user channels, bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+from helpers import FakeClock, ListSink, unframe
+
+import pusher_compat.hub as hub_module
+from pusher_compat import wire
+from pusher_compat.config import AppConfig, ServerConfig
+from pusher_compat.connection import Connection
+from pusher_compat.hub import Hub, Member
+from pusher_compat.signatures import channel_string, sign_auth, user_string
+
+KEY = "278d425bdf160c739803"
+SECRET = "7ad3773142a6692b25b8"
+APP = AppConfig(id="1", key=KEY, secret=SECRET)
+OTHER_APP = AppConfig(id="2", key="other-key", secret="other-secret")
+SERVER = ServerConfig()
+
+EVENT = wire.event_frame("price", '{"p": 1}', "news")
+
+
+@pytest.fixture
+def hub() -> Hub:
+    return Hub()
+
+
+def connect(hub: Hub, app: AppConfig = APP) -> tuple[Connection, ListSink]:
+    sink = ListSink()
+    conn = Connection(app, SERVER, hub, sink, clock=FakeClock())
+    conn.open()
+    sink.frames.clear()
+    return conn, sink
+
+
+def subscribe(conn: Connection, sink: ListSink, channel: str) -> None:
+    auth = ""
+    if channel.startswith(("private-", "presence-")):
+        auth = sign_auth(conn.app.key, conn.app.secret, channel_string(conn.socket_id, channel))
+    conn.receive(json.dumps({"event": "pusher:subscribe",
+                             "data": {"auth": auth, "channel": channel}}))
+    assert [json.loads(unframe(f))["event"] for f in sink.frames] == [
+        "pusher_internal:subscription_succeeded"
+    ]
+    sink.frames.clear()
+
+
+def signin(conn: Connection, sink: ListSink, user_id: str) -> None:
+    user_data = json.dumps({"id": user_id})
+    auth = sign_auth(conn.app.key, conn.app.secret, user_string(conn.socket_id, user_data))
+    conn.receive(json.dumps({"event": "pusher:signin",
+                             "data": {"auth": auth, "user_data": user_data}}))
+    assert conn.user_id == user_id
+    sink.frames.clear()
+
+
+def subscribers(hub: Hub, n: int, channel: str = "news") -> Iterator[tuple[Connection, ListSink]]:
+    for _ in range(n):
+        conn, sink = connect(hub)
+        subscribe(conn, sink, channel)
+        yield conn, sink
+
+
+# -- publish -------------------------------------------------------------------------------
+
+
+def test_publish_reaches_every_subscriber_with_the_same_bytes_object(hub: Hub) -> None:
+    pairs = list(subscribers(hub, 3))
+    hub.publish("1", "news", EVENT)
+    for _, sink in pairs:
+        assert len(sink.frames) == 1
+        assert sink.frames[0] is EVENT
+    assert unframe(EVENT) == '{"event":"price","channel":"news","data":"{\\"p\\": 1}"}'
+
+
+@pytest.mark.parametrize("size", [0, 100, 125, 126, 65535, 65536, 70000])
+def test_publish_forwards_frames_of_every_length_form_intact(hub: Hub, size: int) -> None:
+    (_, sink), = subscribers(hub, 1)
+    data = "x" * size
+    frame = wire.event_frame("big", data, "news")
+    hub.publish("1", "news", frame)
+    assert [json.loads(unframe(f)) for f in sink.frames] == [
+        {"event": "big", "channel": "news", "data": data}
+    ]
+
+
+def test_client_event_is_framed_once_for_all_receivers(hub: Hub) -> None:
+    (sender, _), (_, sink_a), (_, sink_b) = subscribers(hub, 3, "private-chat")
+    sender.receive('{"event":"client-x","channel":"private-chat","data":{"a":1}}')
+    assert len(sink_a.frames) == len(sink_b.frames) == 1
+    assert sink_a.frames[0] is sink_b.frames[0]
+    assert unframe(sink_a.frames[0]) == (
+        '{"event":"client-x","channel":"private-chat","data":"{\\"a\\":1}"}'
+    )
+
+
+def test_publish_excludes_the_given_socket_id(hub: Hub) -> None:
+    (first, sink1), (_, sink2), (_, sink3) = subscribers(hub, 3)
+    hub.publish("1", "news", EVENT, except_socket_id=first.socket_id)
+    assert sink1.frames == []
+    assert sink2.frames == [EVENT]
+    assert sink3.frames == [EVENT]
+
+
+def test_publish_with_unknown_except_socket_id_reaches_everyone(hub: Hub) -> None:
+    pairs = list(subscribers(hub, 2))
+    hub.publish("1", "news", EVENT, except_socket_id="999.999")
+    assert [sink.frames for _, sink in pairs] == [[EVENT], [EVENT]]
+
+
+def test_publish_reaches_only_that_channel(hub: Hub) -> None:
+    (_, news), = subscribers(hub, 1, "news")
+    (_, sport), = subscribers(hub, 1, "sport")
+    hub.publish("1", "news", EVENT)
+    assert news.frames == [EVENT]
+    assert sport.frames == []
+
+
+def test_publish_reaches_only_that_app(hub: Hub) -> None:
+    conn, sink = connect(hub)
+    subscribe(conn, sink, "news")
+    other, other_sink = connect(hub, OTHER_APP)
+    subscribe(other, other_sink, "news")
+    hub.publish("2", "news", EVENT)
+    assert sink.frames == []
+    assert other_sink.frames == [EVENT]
+
+
+def test_publish_to_unoccupied_channel_creates_nothing(hub: Hub) -> None:
+    connect(hub)
+    hub.publish("1", "empty", EVENT)
+    assert hub.channel("1", "empty") is None
+    assert list(hub.channels("1")) == []
+
+
+def test_publish_to_user_channel_reaches_every_connection_of_that_user(hub: Hub) -> None:
+    (tab1, sink1), (tab2, sink2), (other, other_sink) = connect(hub), connect(hub), connect(hub)
+    signin(tab1, sink1, "7")
+    signin(tab2, sink2, "7")
+    signin(other, other_sink, "8")
+    (_, anonymous), = subscribers(hub, 1, "news")
+    frame = wire.event_frame("hello", '{"x":1}', "#server-to-user-7")
+    hub.publish("1", "#server-to-user-7", frame)
+    assert sink1.frames == [frame] and sink1.frames[0] is frame
+    assert sink2.frames == [frame] and sink2.frames[0] is frame
+    assert other_sink.frames == []
+    assert anonymous.frames == []
+
+
+def test_user_channel_event_reaches_a_subscribed_signed_in_socket_once(hub: Hub) -> None:
+    conn, sink = connect(hub)
+    signin(conn, sink, "7")
+    subscribe(conn, sink, "#server-to-user-7")
+    hub.publish("1", "#server-to-user-7", EVENT)
+    assert sink.frames == [EVENT]
+
+
+def test_publish_to_user_channel_honours_except_socket_id(hub: Hub) -> None:
+    (tab1, sink1), (tab2, sink2) = connect(hub), connect(hub)
+    signin(tab1, sink1, "7")
+    signin(tab2, sink2, "7")
+    hub.publish("1", "#server-to-user-7", EVENT, except_socket_id=tab1.socket_id)
+    assert sink1.frames == []
+    assert sink2.frames == [EVENT]
+
+
+def test_publish_to_user_channel_skips_closed_connections(hub: Hub) -> None:
+    (tab1, sink1), (tab2, sink2) = connect(hub), connect(hub)
+    signin(tab1, sink1, "7")
+    signin(tab2, sink2, "7")
+    tab1.closed()
+    hub.publish("1", "#server-to-user-7", EVENT)
+    assert sink1.frames == []
+    assert sink2.frames == [EVENT]
+    assert hub.user_connections("1", "7") == [tab2]
+    tab2.closed()
+    assert hub.user_connections("1", "7") == []
+
+
+def test_publish_skips_closed_connections(hub: Hub) -> None:
+    (first, sink1), (_, sink2) = subscribers(hub, 2)
+    first.closed()
+    hub.publish("1", "news", EVENT)
+    assert sink1.frames == []
+    assert sink2.frames == [EVENT]
+
+
+# -- channels ------------------------------------------------------------------------------
+
+
+def test_channel_is_dropped_when_its_last_subscriber_unsubscribes(hub: Hub) -> None:
+    (a, _), (b, _) = subscribers(hub, 2)
+    a.receive('{"event":"pusher:unsubscribe","data":{"channel":"news"}}')
+    channel = hub.channel("1", "news")
+    assert channel is not None
+    assert channel.subscription_count == 1
+    b.receive('{"event":"pusher:unsubscribe","data":{"channel":"news"}}')
+    assert hub.channel("1", "news") is None
+    assert list(hub.channels("1")) == []
+
+
+def test_channel_is_dropped_when_its_last_subscriber_closes(hub: Hub) -> None:
+    (conn1, _), (conn2, _) = subscribers(hub, 2)
+    conn1.closed()
+    assert hub.channel("1", "news") is not None
+    conn2.closed()
+    assert hub.channel("1", "news") is None
+
+
+def test_resubscribing_a_dropped_channel_starts_fresh(hub: Hub) -> None:
+    (a, sink), = subscribers(hub, 1)
+    a.receive('{"event":"pusher:unsubscribe","data":{"channel":"news"}}')
+    subscribe(a, sink, "news")
+    channel = hub.channel("1", "news")
+    assert channel is not None
+    assert list(channel.subscribers) == [a]
+
+
+def test_channels_lists_occupied_channels_of_one_app(hub: Hub) -> None:
+    conn, sink = connect(hub)
+    subscribe(conn, sink, "news")
+    subscribe(conn, sink, "private-x")
+    other, other_sink = connect(hub, OTHER_APP)
+    subscribe(other, other_sink, "sport")
+    assert sorted(c.name for c in hub.channels("1")) == ["news", "private-x"]
+    assert [c.name for c in hub.channels("2")] == ["sport"]
+
+
+def test_presence_counts_are_per_user_and_per_socket(hub: Hub) -> None:
+    conns = [connect(hub)[0] for _ in range(3)]
+    hub.join(conns[0], "presence-room", Member("1", {"name": "Ann"}))
+    hub.join(conns[1], "presence-room", Member(1, {"name": "Ann again"}))
+    hub.join(conns[2], "presence-room", Member("2"))
+    channel = hub.channel("1", "presence-room")
+    assert channel is not None
+    assert (channel.subscription_count, channel.user_count) == (3, 2)
+    assert channel.presence_data() == {
+        "presence": {"ids": ["1", "2"], "hash": {"1": {"name": "Ann"}, "2": None}, "count": 2}
+    }
+
+
+# -- connections and socket ids ------------------------------------------------------------
+
+
+def test_connection_count_per_app_and_overall(hub: Hub) -> None:
+    assert hub.connection_count() == 0
+    a, _ = connect(hub)
+    connect(hub)
+    c, _ = connect(hub, OTHER_APP)
+    assert hub.connection_count("1") == 2
+    assert hub.connection_count("2") == 1
+    assert hub.connection_count("3") == 0
+    assert hub.connection_count() == 3
+    a.closed()
+    assert (hub.connection_count("1"), hub.connection_count()) == (1, 2)
+    c.close(4200, "restart")
+    assert (hub.connection_count("2"), hub.connection_count()) == (0, 1)
+
+
+def test_connections_iterates_every_app(hub: Hub) -> None:
+    a, _ = connect(hub)
+    b, _ = connect(hub, OTHER_APP)
+    assert set(hub.connections()) == {a, b}
+
+
+def test_new_socket_id_format(hub: Hub) -> None:
+    ids = [hub.new_socket_id("1") for _ in range(200)]
+    for socket_id in ids:
+        assert re.fullmatch(r"[0-9]+\.[0-9]+", socket_id), socket_id
+        assert re.fullmatch(r"\d+\.\d+", socket_id, re.ASCII)
+    assert len(set(ids)) == 200
+
+
+def test_new_socket_id_avoids_ids_of_open_connections(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn, _ = connect(hub)
+    taken_left, taken_right = (int(part) for part in conn.socket_id.split("."))
+    values = iter([taken_left, taken_right, 5, 6])
+    monkeypatch.setattr(hub_module.random, "randint", lambda a, b: next(values))
+    assert hub.new_socket_id("1") == "5.6"

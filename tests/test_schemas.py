@@ -1,0 +1,531 @@
+"""The protocol schemas: which frames and request bodies the server accepts structurally.
+
+Good examples are real frames and bodies as pusher-js, Laravel Echo and the Node, Python and
+PHP HTTP SDKs send them (taken from the team's protocol notes, protocol.md sections 2-7).
+Bodies that an SDK serialises with its own spacing are written as the raw bytes on the wire
+and parsed, like the server does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from pusher_compat import schemas
+from pusher_compat.schemas import validate
+
+PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "protocol"
+SCHEMA_FILES = sorted(PROTOCOL_DIR.glob("*.json"))
+
+PRIVATE_AUTH = (
+    "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+)
+PRESENCE_AUTH = (
+    "278d425bdf160c739803:4c6d8fc42a207ba96a0779844171b0bb819d96ffceef9609f5cce596ab17a800"
+)
+SIGNIN_AUTH = (
+    "278d425bdf160c739803:4708d583dada6a56435fb8bc611c77c359a31eebde13337c16ab43aa6de336ba"
+)
+
+
+def good(name: str, case: str, instance: Any) -> Any:
+    """A table row: ``instance`` is valid against schema ``name``."""
+    return pytest.param(name, instance, id=f"{name}/{case}")
+
+
+def bad(name: str, case: str, instance: Any, mentions: str) -> Any:
+    """A table row: ``instance`` is invalid, and the message contains ``mentions``."""
+    return pytest.param(name, instance, mentions, id=f"{name}/{case}")
+
+
+GOOD = [
+    # Any client frame, as pusher-js / Echo send them.
+    good("client-message", "ping", {"event": "pusher:ping", "data": {}}),
+    good("client-message", "pong", {"event": "pusher:pong", "data": {}}),
+    good("client-message", "no-data", {"event": "pusher:ping"}),
+    good(
+        "client-message",
+        "subscribe-public",
+        {"event": "pusher:subscribe", "data": {"auth": "", "channel": "my-channel"}},
+    ),
+    good(
+        "client-message",
+        "subscribe-data-as-json-string",
+        {"event": "pusher:subscribe", "data": '{"auth":"","channel":"my-channel"}'},
+    ),
+    good(
+        "client-message",
+        "unsubscribe",
+        {"event": "pusher:unsubscribe", "data": {"channel": "my-channel"}},
+    ),
+    good(
+        "client-message",
+        "signin",
+        {"event": "pusher:signin", "data": {"auth": SIGNIN_AUTH, "user_data": '{"id":"12345"}'}},
+    ),
+    good(
+        "client-message",
+        "whisper",
+        {"event": "client-typing", "data": {"name": "Ann"}, "channel": "private-chat.1"},
+    ),
+    good(
+        "client-message",
+        "extra-members",
+        {"event": "client-typing", "channel": "presence-chat.1", "data": {}, "user_id": "10"},
+    ),
+    # data of pusher:subscribe.
+    good("pusher-subscribe", "public", {"auth": "", "channel": "my-channel"}),
+    good("pusher-subscribe", "public-without-auth", {"channel": "my-channel"}),
+    good("pusher-subscribe", "private", {"auth": PRIVATE_AUTH, "channel": "private-foobar"}),
+    good(
+        "pusher-subscribe",
+        "presence-node-sdk-channel-data",
+        {
+            "auth": PRESENCE_AUTH,
+            "channel_data": '{"user_id":"10","user_info":{"name":"Mr. Channels"}}',
+            "channel": "presence-foobar",
+        },
+    ),
+    good(
+        "pusher-subscribe",
+        "presence-python-sdk-channel-data",
+        {
+            "auth": PRESENCE_AUTH,
+            "channel_data": '{"user_id": "10", "user_info": {"name": "Mr. Channels"}}',
+            "channel": "presence-foobar",
+        },
+    ),
+    good(
+        "pusher-subscribe",
+        "presence-signed-in-user",
+        {"auth": PRESENCE_AUTH, "channel": "presence-foobar"},
+    ),
+    good("pusher-subscribe", "user-channel", {"auth": "", "channel": "#server-to-user-1"}),
+    # data of pusher:unsubscribe.
+    good("pusher-unsubscribe", "public", {"channel": "my-channel"}),
+    good("pusher-unsubscribe", "presence", {"channel": "presence-foobar"}),
+    # data of pusher:signin.
+    good("pusher-signin", "node-sdk", {"auth": SIGNIN_AUTH, "user_data": '{"id":"12345"}'}),
+    good(
+        "pusher-signin",
+        "python-sdk-with-user-info-and-watchlist",
+        {
+            "auth": SIGNIN_AUTH,
+            "user_data": '{"id": "12345", "user_info": {"name": "Ann"}, "watchlist": ["2"]}',
+        },
+    ),
+    # Whole client-* frames.
+    good(
+        "client-event",
+        "whisper-object-data",
+        {"event": "client-typing", "data": {"name": "Ann"}, "channel": "private-chat.1"},
+    ),
+    good(
+        "client-event",
+        "string-data",
+        {"event": "client-typing", "data": '{"name":"Ann"}', "channel": "presence-chat.1"},
+    ),
+    good("client-event", "no-data", {"event": "client-ping", "channel": "private-chat.1"}),
+    good(
+        "client-event",
+        "client-supplied-user-id",
+        {"event": "client-typing", "data": {}, "channel": "presence-chat.1", "user_id": "99"},
+    ),
+    # POST /apps/{app_id}/events bodies.
+    good(
+        "api-event",
+        "docs-example",
+        json.loads('{"name":"foo","channels":["project-3"],"data":"{\\"some\\":\\"data\\"}"}'),
+    ),
+    good(
+        "api-event",
+        "node-sdk",
+        json.loads('{"name":"foo","data":"{\\"some\\":\\"data\\"}","channels":["project-3"]}'),
+    ),
+    good(
+        "api-event",
+        "python-sdk-single-channel-as-list",
+        json.loads(
+            '{"name": "foo", "channels": ["project-3"], "data": "{\\"some\\": \\"data\\"}"}'
+        ),
+    ),
+    good(
+        "api-event",
+        "php-sdk-single-channel",
+        {"name": "my-event", "data": '{"message":"hello world"}', "channel": "my-channel"},
+    ),
+    good(
+        "api-event",
+        "laravel-to-others",
+        {
+            "name": "App\\Events\\OrderShipped",
+            "data": '{"order":{"id":1},"socket":"1234.1234"}',
+            "channel": "private-orders.1",
+            "socket_id": "1234.1234",
+        },
+    ),
+    good(
+        "api-event",
+        "several-channels-with-info",
+        {
+            "name": "foo",
+            "data": "{}",
+            "channels": ["presence-foobar", "another"],
+            "info": "user_count,subscription_count",
+        },
+    ),
+    good(
+        "api-event",
+        "node-send-to-user",
+        {"name": "ev", "data": "{}", "channels": ["#server-to-user-12345"]},
+    ),
+    good(
+        "api-event",
+        "php-send-to-user",
+        {"name": "ev", "data": "{}", "channel": "#server-to-user-12345"},
+    ),
+    good(
+        "api-event",
+        "encrypted-data",
+        {
+            "name": "secret",
+            "channels": ["private-encrypted-foobar"],
+            "data": '{"nonce":"MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIz","ciphertext":"/NBKaQun06fH"}',
+        },
+    ),
+    good("api-event", "empty-string-data", {"name": "foo", "data": "", "channel": "my-channel"}),
+    good(
+        "api-event",
+        "non-string-data",
+        {"name": "foo", "data": {"some": "data"}, "channel": "my-channel"},
+    ),
+    good(
+        "api-event",
+        "extra-members",
+        {"name": "foo", "data": "x", "channel": "my-channel", "async": True},
+    ),
+    # POST /apps/{app_id}/batch_events bodies.
+    good(
+        "api-batch-events",
+        "node-sdk",
+        {
+            "batch": [
+                {"channel": "my-channel", "name": "ev1", "data": '{"a":1}'},
+                {"channel": "presence-foobar", "name": "ev2", "data": '{"b":2}'},
+            ]
+        },
+    ),
+    good(
+        "api-batch-events",
+        "python-sdk",
+        json.loads('{"batch": [{"channel": "my-channel", "name": "ev", "data": "{\\"a\\": 1}"}]}'),
+    ),
+    good(
+        "api-batch-events",
+        "socket-id-and-info",
+        {
+            "batch": [
+                {
+                    "name": "new-order",
+                    "channel": "private-orders",
+                    "data": '{"id":7}',
+                    "socket_id": "1234.1234",
+                    "info": "subscription_count",
+                },
+                {"name": "price-updated", "channel": "cache-prices", "data": '{"p":1}'},
+            ]
+        },
+    ),
+    # POST .../users/{user_id}/terminate_connections bodies.
+    good("api-terminate-connections", "sdk-empty-object", {}),
+    good("api-terminate-connections", "python-sdk-raw-body", json.loads("{}")),
+]
+
+BAD = [
+    bad("client-message", "missing-event", {"data": {}}, "'event' is a required property"),
+    bad("client-message", "empty-event", {"event": "", "data": {}}, "$.event"),
+    bad("client-message", "event-not-a-string", {"event": 5}, "$.event"),
+    bad(
+        "client-message",
+        "channel-not-a-string",
+        {"event": "client-typing", "channel": ["private-chat.1"]},
+        "$.channel",
+    ),
+    bad("client-message", "array-frame", ["pusher:ping", {}], "$: "),
+    bad("client-message", "null-frame", None, "$: None is not of type 'object'"),
+    bad("pusher-subscribe", "missing-channel", {"auth": ""}, "'channel' is a required property"),
+    bad("pusher-subscribe", "channel-not-a-string", {"auth": "", "channel": 5}, "$.channel"),
+    bad("pusher-subscribe", "null-auth", {"auth": None, "channel": "private-x"}, "$.auth"),
+    bad(
+        "pusher-subscribe",
+        "channel-data-not-stringified",
+        {"auth": PRESENCE_AUTH, "channel": "presence-foobar", "channel_data": {"user_id": "10"}},
+        "$.channel_data",
+    ),
+    bad(
+        "pusher-subscribe",
+        "data-left-as-json-string",
+        '{"auth":"","channel":"my-channel"}',
+        "is not of type 'object'",
+    ),
+    bad("pusher-unsubscribe", "missing-channel", {}, "'channel' is a required property"),
+    bad("pusher-unsubscribe", "null-channel", {"channel": None}, "$.channel"),
+    bad("pusher-unsubscribe", "bare-channel-name", "my-channel", "$: 'my-channel'"),
+    bad(
+        "pusher-signin",
+        "missing-auth",
+        {"user_data": '{"id":"12345"}'},
+        "'auth' is a required property",
+    ),
+    bad("pusher-signin", "missing-user-data", {"auth": SIGNIN_AUTH}, "'user_data'"),
+    bad(
+        "pusher-signin",
+        "user-data-not-stringified",
+        {"auth": SIGNIN_AUTH, "user_data": {"id": "12345"}},
+        "$.user_data",
+    ),
+    bad("pusher-signin", "auth-not-a-string", {"auth": 1, "user_data": "{}"}, "$.auth"),
+    bad(
+        "client-event",
+        "no-client-prefix",
+        {"event": "typing", "channel": "private-chat.1"},
+        "$.event: 'typing' does not match '^client-'",
+    ),
+    bad(
+        "client-event",
+        "pusher-event",
+        {"event": "pusher:subscribe", "channel": "private-chat.1"},
+        "$.event",
+    ),
+    bad(
+        "client-event",
+        "prefix-is-case-sensitive",
+        {"event": "Client-typing", "channel": "private-chat.1"},
+        "$.event",
+    ),
+    bad(
+        "client-event",
+        "missing-channel",
+        {"event": "client-typing", "data": {}},
+        "'channel' is a required property",
+    ),
+    bad("client-event", "missing-event", {"channel": "private-chat.1"}, "'event'"),
+    bad(
+        "client-event",
+        "channel-not-a-string",
+        {"event": "client-typing", "channel": None},
+        "$.channel",
+    ),
+    bad("api-event", "neither-channel-nor-channels", {"name": "foo", "data": "x"}, "'channels'"),
+    bad(
+        "api-event",
+        "both-channel-and-channels",
+        {"name": "foo", "data": "x", "channel": "a", "channels": ["b"]},
+        "'channels'",
+    ),
+    bad(
+        "api-event",
+        "empty-channels",
+        {"name": "foo", "data": "x", "channels": []},
+        "$.channels: [] should be non-empty",
+    ),
+    bad(
+        "api-event",
+        "channels-not-a-list",
+        {"name": "foo", "data": "x", "channels": "my-channel"},
+        "$.channels",
+    ),
+    bad(
+        "api-event",
+        "channels-item-not-a-string",
+        {"name": "foo", "data": "x", "channels": ["a", 2]},
+        "$.channels[1]",
+    ),
+    bad(
+        "api-event", "channel-not-a-string", {"name": "foo", "data": "x", "channel": 1}, "$.channel"
+    ),
+    bad("api-event", "missing-name", {"data": "x", "channel": "a"}, "'name' is a required"),
+    bad("api-event", "name-not-a-string", {"name": 1, "data": "x", "channel": "a"}, "$.name"),
+    bad("api-event", "missing-data", {"name": "foo", "channel": "a"}, "'data' is a required"),
+    bad(
+        "api-event",
+        "malformed-socket-id",
+        {"name": "foo", "data": "x", "channel": "a", "socket_id": "abc"},
+        "$.socket_id",
+    ),
+    bad(
+        "api-event",
+        "socket-id-without-dot",
+        {"name": "foo", "data": "x", "channel": "a", "socket_id": "12341234"},
+        "$.socket_id",
+    ),
+    bad(
+        "api-event",
+        "socket-id-not-ascii-digits",
+        {"name": "foo", "data": "x", "channel": "a", "socket_id": "\u0661\u0662.\u0663\u0664"},
+        "$.socket_id",
+    ),
+    bad(
+        "api-event",
+        "socket-id-a-number",
+        {"name": "foo", "data": "x", "channel": "a", "socket_id": 1234.1234},
+        "$.socket_id",
+    ),
+    bad(
+        "api-event",
+        "info-a-list",
+        {"name": "foo", "data": "x", "channel": "a", "info": ["user_count"]},
+        "$.info",
+    ),
+    bad("api-event", "body-a-list", [{"name": "foo", "data": "x", "channel": "a"}], "$: "),
+    bad("api-batch-events", "missing-batch", {}, "'batch' is a required property"),
+    bad("api-batch-events", "empty-batch", {"batch": []}, "$.batch: [] should be non-empty"),
+    bad(
+        "api-batch-events",
+        "batch-not-a-list",
+        {"batch": {"name": "ev", "channel": "a", "data": "x"}},
+        "$.batch",
+    ),
+    bad(
+        "api-batch-events",
+        "item-missing-channel",
+        {"batch": [{"name": "ev", "channel": "a", "data": "x"}, {"name": "ev", "data": "x"}]},
+        "$.batch[1]: 'channel' is a required property",
+    ),
+    bad(
+        "api-batch-events",
+        "item-with-channels-list",
+        {"batch": [{"name": "ev", "channels": ["a"], "data": "x"}]},
+        "'channel' is a required property",
+    ),
+    bad(
+        "api-batch-events",
+        "item-channel-not-a-string",
+        {"batch": [{"name": "ev", "channel": ["a"], "data": "x"}]},
+        "$.batch[0].channel",
+    ),
+    bad(
+        "api-batch-events",
+        "item-missing-name",
+        {"batch": [{"channel": "a", "data": "x"}]},
+        "'name' is a required property",
+    ),
+    bad(
+        "api-batch-events",
+        "item-missing-data",
+        {"batch": [{"name": "ev", "channel": "a"}]},
+        "'data' is a required property",
+    ),
+    bad(
+        "api-batch-events",
+        "item-malformed-socket-id",
+        {"batch": [{"name": "ev", "channel": "a", "data": "x", "socket_id": "1234"}]},
+        "$.batch[0].socket_id",
+    ),
+    bad("api-batch-events", "item-not-an-object", {"batch": ["ev"]}, "$.batch[0]"),
+    bad("api-terminate-connections", "empty-list", [], "$: [] is not of type 'object'"),
+    bad("api-terminate-connections", "empty-string", "", "$: "),
+]
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda path: path.stem)
+def test_every_schema_file_is_a_valid_draft_2020_12_schema(path: Path) -> None:
+    Draft202012Validator.check_schema(json.loads(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda path: path.stem)
+def test_every_schema_declares_its_dialect_id_title_and_description(path: Path) -> None:
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"] == f"https://pusher-compat.dev/protocol/{path.stem}.json"
+    assert schema["title"]
+    assert schema["description"]
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda path: path.stem)
+def test_the_examples_inside_every_schema_are_valid(path: Path) -> None:
+    examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
+    assert examples
+    for example in examples:
+        assert validate(path.stem, example) is None
+
+
+def test_there_is_a_schema_for_every_client_message_and_api_body() -> None:
+    assert {path.stem for path in SCHEMA_FILES} == {
+        "client-message",
+        "pusher-subscribe",
+        "pusher-unsubscribe",
+        "pusher-signin",
+        "client-event",
+        "api-event",
+        "api-batch-events",
+        "api-terminate-connections",
+    }
+
+
+@pytest.mark.parametrize(("name", "instance"), GOOD)
+def test_accepts_what_real_clients_and_sdks_send(name: str, instance: Any) -> None:
+    assert validate(name, instance) is None
+
+
+@pytest.mark.parametrize(("name", "instance", "mentions"), BAD)
+def test_rejects_with_a_message_naming_the_offending_field(
+    name: str, instance: Any, mentions: str
+) -> None:
+    message = validate(name, instance)
+    assert message is not None
+    assert mentions in message
+
+
+def test_the_message_is_the_json_path_then_what_is_wrong() -> None:
+    body = {
+        "batch": [
+            {"name": "ev", "channel": "a", "data": "x"},
+            {"name": "ev", "channel": 5, "data": "x"},
+        ]
+    }
+    assert validate("api-batch-events", body) == "$.batch[1].channel: 5 is not of type 'string'"
+
+
+def test_a_problem_with_the_instance_itself_is_reported_at_the_root() -> None:
+    assert validate("pusher-subscribe", "my-channel") == "$: 'my-channel' is not of type 'object'"
+
+
+def test_missing_both_channel_and_channels_names_each_alternative() -> None:
+    message = validate("api-event", {"name": "foo", "data": "x"})
+    assert message is not None
+    assert "'channel' is a required property" in message
+    assert "'channels' is a required property" in message
+
+
+def test_a_long_offending_value_is_cut_short_in_the_message() -> None:
+    message = validate("client-event", {"event": "typing" + "x" * 10_000, "channel": "private-a"})
+    assert message is not None
+    assert message.startswith("$.event: 'typingxxx")
+    assert message.endswith("... does not match '^client-'")
+    assert len(message) < 200
+
+
+def test_the_message_is_a_single_line() -> None:
+    message = validate("client-event", {"event": "typing\nmore", "channel": "private-a"})
+    assert message is not None
+    assert "\n" not in message
+
+
+def test_an_unknown_schema_name_raises_key_error() -> None:
+    with pytest.raises(KeyError, match="pusher-nope"):
+        validate("pusher-nope", {})
+
+
+def test_schema_files_are_read_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert validate("client-message", {"event": "pusher:ping"}) is None
+
+    def no_more_reading() -> Path:
+        raise AssertionError("schema folder read again")
+
+    monkeypatch.setattr(schemas, "_protocol_dir", no_more_reading)
+    assert validate("api-terminate-connections", {}) is None
