@@ -87,23 +87,6 @@ class Prefix:
         return f"Prefix({self.prefix!r})"
 
 
-class SigninData:
-    """``signin_success`` data carrying ``user_data``, as an object or double-encoded."""
-
-    def __init__(self, user_data: str) -> None:
-        self.user_data = user_data
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            other = json.loads(other)
-        return other == {"user_data": self.user_data}
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"SigninData({self.user_data!r})"
-
-
 # -- expected frames -----------------------------------------------------------------------
 
 
@@ -1053,11 +1036,10 @@ def test_signin_again_as_the_same_user_succeeds(hub: Hub) -> None:
     client = connect(hub)
     client.signin('{"id":"1"}')
     client.signin('{"id":"1","user_info":{"name":"Ann"}}')
-    # The data form (object vs string) is pinned by test_signin_with_a2_vector_succeeds.
     assert client.take() == [
-        {"event": "pusher:signin_success", "data": SigninData('{"id":"1"}')},
+        {"event": "pusher:signin_success", "data": {"user_data": '{"id":"1"}'}},
         {"event": "pusher:signin_success",
-         "data": SigninData('{"id":"1","user_info":{"name":"Ann"}}')},
+         "data": {"user_data": '{"id":"1","user_info":{"name":"Ann"}}'}},
     ]
     assert hub.user_connections("1", "1") == [client.conn]
 
@@ -1276,3 +1258,98 @@ def test_closed_connection_drops_out_of_every_channel(hub: Hub) -> None:
     assert hub.channel("1", "private-b") is None
     assert hub.user_connections("1", "9") == []
     assert hub.connection_count() == 0
+
+
+# -- watchlist and sign-in deadline ---------------------------------------------------------
+
+
+def watchlist_events(*events: tuple[str, list[str]]) -> dict[str, Any]:
+    return {
+        "event": "pusher_internal:watchlist_events",
+        "data": Encoded({"events": [{"name": n, "user_ids": ids} for n, ids in events]}),
+    }
+
+
+def signin_success(user_data: str) -> dict[str, Any]:
+    return {"event": "pusher:signin_success", "data": {"user_data": user_data}}
+
+
+def test_signin_with_watchlist_reports_who_is_online_and_who_is_not(hub: Hub) -> None:
+    bob = connect(hub)
+    bob.signin('{"id":"bob"}')
+    ann = connect(hub)
+    ann.signin('{"id":"ann","watchlist":["bob","cid"]}')
+    assert ann.take() == [
+        signin_success('{"id":"ann","watchlist":["bob","cid"]}'),
+        watchlist_events(("online", ["bob"]), ("offline", ["cid"])),
+    ]
+
+
+def test_watched_user_signing_in_is_announced_online_once(hub: Hub) -> None:
+    ann = connect(hub)
+    ann.signin('{"id":"ann","watchlist":["bob"]}')
+    ann.take()
+    first, second = connect(hub), connect(hub)
+    first.signin('{"id":"bob"}')
+    second.signin('{"id":"bob"}')
+    assert ann.take() == [watchlist_events(("online", ["bob"]))]
+
+
+def test_watched_user_is_announced_offline_when_its_last_socket_closes(hub: Hub) -> None:
+    ann = connect(hub)
+    ann.signin('{"id":"ann","watchlist":["bob"]}')
+    first, second = connect(hub), connect(hub)
+    first.signin('{"id":"bob"}')
+    second.signin('{"id":"bob"}')
+    ann.take()
+    first.conn.closed()
+    assert ann.take() == []
+    second.conn.closed()
+    assert ann.take() == [watchlist_events(("offline", ["bob"]))]
+
+
+def test_closed_watcher_is_told_nothing_more(hub: Hub) -> None:
+    ann = connect(hub)
+    ann.signin('{"id":"ann","watchlist":["bob"]}')
+    ann.take()
+    ann.conn.closed()
+    connect(hub).signin('{"id":"bob"}')
+    assert ann.take() == []
+
+
+def test_watchlist_over_100_ids_keeps_the_first_100_and_warns_4302(hub: Hub) -> None:
+    ann = connect(hub)
+    ids = [str(i) for i in range(101)]
+    user_data = json.dumps({"id": "ann", "watchlist": ids}, separators=(",", ":"))
+    ann.signin(user_data)
+    assert ann.take() == [
+        signin_success(user_data),
+        error(4302, "Watchlist has 101 user ids: only the first 100 are watched"),
+        watchlist_events(("offline", ids[:100])),
+    ]
+    assert ann.conn.watchlist == tuple(ids[:100])
+
+
+def test_connection_not_signed_in_within_the_deadline_is_closed_4009(hub: Hub) -> None:
+    clock = FakeClock()
+    app = AppConfig(id="1", key=KEY, secret=SECRET, user_authentication_timeout=30)
+    client = connect(hub, app=app, clock=clock)
+    clock.advance(29)
+    client.conn.check_activity()
+    assert (client.take(), client.sink.closes) == ([], [])
+    clock.advance(1)
+    client.conn.check_activity()
+    assert client.take() == [error(4009, "Connection not signed in within 30 seconds")]
+    assert client.sink.closes == [(4009, "Connection not signed in within 30 seconds")]
+    assert hub.connection_count("1") == 0
+
+
+def test_signed_in_connection_outlives_the_deadline(hub: Hub) -> None:
+    clock = FakeClock()
+    app = AppConfig(id="1", key=KEY, secret=SECRET, user_authentication_timeout=30)
+    client = connect(hub, app=app, clock=clock)
+    client.signin('{"id":"1"}')
+    client.take()
+    clock.advance(31)
+    client.conn.check_activity()
+    assert (client.take(), client.sink.closes) == ([], [])
