@@ -15,11 +15,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AppConfig", "ConfigError", "ServerConfig", "Settings", "load_settings"]
+__all__ = [
+    "WEBHOOK_EVENTS",
+    "AppConfig",
+    "ConfigError",
+    "ServerConfig",
+    "Settings",
+    "WebhookEndpoint",
+    "load_settings",
+]
+
+WEBHOOK_EVENTS = frozenset({
+    "channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event",
+    "cache_miss", "subscription_count",
+})
 
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """Where an app's webhooks go, and which of them.
+
+    TOML: ``[[apps.webhooks]]`` tables after their ``[[apps]]``, e.g.
+    ``url = "https://example.com/pusher"``, ``event_types = ["member_added"]``,
+    ``channel_prefix = "presence-"``, ``headers = { Authorization = "Bearer x" }``.
+    """
+
+    url: str
+    event_types: tuple[str, ...] = ()
+    """Webhook event names to send; empty = all of :data:`WEBHOOK_EVENTS`."""
+    channel_prefix: str = ""
+    """Only events of channels whose name starts with this."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra request headers."""
+
+    def wants(self, event: Mapping[str, Any]) -> bool:
+        """Whether this endpoint takes ``event`` (a webhook event object)."""
+        if self.event_types and event["name"] not in self.event_types:
+            return False
+        return str(event.get("channel", "")).startswith(self.channel_prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +79,13 @@ class AppConfig:
     max_batch_size: int = 10
     max_channel_name_length: int = 200
     max_event_name_length: int = 200
+    cache_ttl_seconds: int = 1800
+    """How long the last event of a ``cache-`` channel is kept."""
     user_authentication_timeout: int = 0
     """Seconds a connection has to sign in (``pusher:signin``) before close 4009; 0 = off."""
     encryption_master_key_base64: str = ""
     """32 bytes, base64: derives the ``shared_secret`` of ``private-encrypted-`` channels."""
+    webhooks: tuple[WebhookEndpoint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +110,17 @@ class ServerConfig:
     """Bytes queued for one socket before it counts as a slow consumer (closed with 4100)."""
     request_timestamp_window: int = 600
     """Seconds a signed HTTP API request's ``auth_timestamp`` may differ from server time."""
+    webhook_batch_seconds: float = 0.05
+    """Webhook events of one app gathered this long are sent in one request."""
+    webhook_leave_delay_seconds: float = 3.0
+    """``channel_vacated``/``member_removed`` wait this long; a quick return cancels both."""
+    webhook_retry_seconds: float = 300.0
+    """A failing delivery is retried with exponential backoff for this long."""
+    webhook_timeout_seconds: float = 5.0
+    webhook_max_pending: int = 10000
+    """Webhook requests queued or retrying at once, per process; past it the oldest fail."""
+    webhook_log_size: int = 1000
+    """Deliveries kept per app for ``GET /apps/{id}/webhooks/deliveries``."""
     shutdown_timeout: float = 10.0
     log_level: str = "info"
 
@@ -113,10 +164,38 @@ def _has_type(value: Any, expected: str) -> bool:
     return isinstance(value, str)
 
 
+def _webhook(table: Any, where: str, source: str) -> WebhookEndpoint:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: {where} must be a table")
+    table = dict(table)
+    event_types = table.pop("event_types", [])
+    headers = table.pop("headers", {})
+    values = _check_fields(WebhookEndpoint, table, where, source)
+    if not str(values.get("url", "")).startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: {where}.url is required (an http:// or https:// URL)")
+    if not isinstance(event_types, list) or not all(
+        isinstance(e, str) and e in WEBHOOK_EVENTS for e in event_types
+    ):
+        known = ", ".join(sorted(WEBHOOK_EVENTS))
+        raise ConfigError(f"{source}: {where}.event_types must list names among: {known}")
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"{source}: {where}.headers must be a table of strings")
+    return WebhookEndpoint(
+        **values, event_types=tuple(event_types), headers=tuple(headers.items())
+    )
+
+
 def _app(table: Any, where: str, source: str) -> AppConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {where} must be a table")
+    table = dict(table)
+    hooks = table.pop("webhooks", [])
+    if not isinstance(hooks, list):
+        raise ConfigError(f"{source}: {where}.webhooks must be an array of tables")
     values = _check_fields(AppConfig, table, where, source)
+    values["webhooks"] = tuple(
+        _webhook(hook, f"{where}.webhooks[{i}]", source) for i, hook in enumerate(hooks)
+    )
     for required in ("id", "key", "secret"):
         if not values.get(required):
             raise ConfigError(f"{source}: {where}.{required} is required (a non-empty string)")

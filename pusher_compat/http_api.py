@@ -178,6 +178,8 @@ class HttpApi:
     def _publish(self, app: AppConfig, events: Iterable[_Event]) -> None:
         for event in events:
             frame = wire.event_frame(event.name, event.data, event.channel)
+            if kind_of(event.channel).cached:
+                self._hub.remember(app, event.channel, frame, event.data)
             self._hub.publish(app.id, event.channel, frame, event.socket_id)
 
     # -- channel queries ---------------------------------------------------------------
@@ -218,11 +220,20 @@ class HttpApi:
     def channel(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
         name = request.match_info["channel"]
         self._check_channel(app, name)
-        info = self._info(request.query.get("info")) & _INFO_ATTRIBUTES
-        if "user_count" in info and not kind_of(name).presence:
+        info = self._info(request.query.get("info"))
+        kind = kind_of(name)
+        if "user_count" in info and not kind.presence:
             raise ApiError(400, f"user_count is only available for presence channels: {name}")
+        if "cache" in info and not kind.cached:
+            raise ApiError(400, f"cache is only available for cache channels: {name}")
         occupied = self._hub.channel(app.id, name) is not None
-        return {"occupied": occupied, **self._attributes(app, name, info)}
+        response = {"occupied": occupied, **self._attributes(app, name, info)}
+        if "cache" in info:
+            hit = self._hub.cached(app.id, name)
+            response["cache"] = (
+                {"data": hit[0].data, "ttl": max(1, round(hit[1]))} if hit else None
+            )
+        return response
 
     def users(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
         name = request.match_info["channel"]

@@ -9,7 +9,8 @@ on this path awaits.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +20,7 @@ from .channels import USER_CHANNEL_PREFIX, ChannelKind, kind_of
 if TYPE_CHECKING:
     from .config import AppConfig
 
-__all__ = ["Channel", "Hub", "Member", "Subscriber"]
+__all__ = ["Channel", "Hub", "HubListener", "Member", "Subscriber"]
 
 
 class Subscriber(Protocol):
@@ -34,6 +35,12 @@ class Subscriber(Protocol):
     def send(self, frame: bytes) -> None: ...
 
     def fail(self, error: wire.PusherError) -> None: ...
+
+
+class HubListener(Protocol):
+    """Told of channel-state changes, as webhook event objects (``{"name": ..., ...}``)."""
+
+    def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -73,6 +80,15 @@ class Channel:
         return {"presence": {"ids": list(hash_), "hash": hash_, "count": len(hash_)}}
 
 
+@dataclass(frozen=True, slots=True)
+class CachedEvent:
+    """The last event published on a cache channel."""
+
+    frame: bytes
+    data: str
+    expires: float
+
+
 @dataclass(slots=True)
 class _AppState:
     connections: dict[str, Subscriber] = field(default_factory=dict)
@@ -80,6 +96,8 @@ class _AppState:
     users: dict[str, dict[Subscriber, None]] = field(default_factory=dict)
     watchers: dict[str, dict[Subscriber, None]] = field(default_factory=dict)
     """Connections whose sign-in watchlist names a user id, by that id."""
+    cache: dict[str, CachedEvent] = field(default_factory=dict)
+    """Last event of each cache channel, kept even while nobody is subscribed."""
 
 
 def _discard(index: dict[str, dict[Subscriber, None]], key: str, connection: Subscriber) -> bool:
@@ -101,8 +119,17 @@ def _watchlist_frame(events: list[dict[str, Any]]) -> bytes:
 class Hub:
     """Connections, channels and presence of every app served by this process."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, listener: HubListener | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._apps: dict[str, _AppState] = {}
+        self._listener = listener
+        self._clock = clock
+
+    def notify(self, app: AppConfig, event: dict[str, Any]) -> None:
+        """Pass a channel-state change to the listener (webhooks), if there is one."""
+        if self._listener is not None:
+            self._listener.channel_event(app, event)
 
     def _state(self, app_id: str) -> _AppState:
         state = self._apps.get(app_id)
@@ -210,14 +237,24 @@ class Hub:
                 channel.members[member.key] = member
             count = channel.sockets_per_member.get(member.key, 0)
             channel.sockets_per_member[member.key] = count + 1
+        occupied = name not in channels
         channels[name] = channel
         channel.subscribers[connection] = member
         connection.channels[name] = member
         connection.send(self._succeeded(channel))
+        if channel.kind.cached:
+            self._replay_cache(connection, name)
         if first and member is not None:
             data = {"user_id": member.user_id, "user_info": member.user_info}
             frame = wire.event_frame("pusher_internal:member_added", data, name)
             self._fan_out(channel, frame, connection)
+        if self._listener is not None and not channel.kind.user:
+            if occupied:
+                self.notify(app, {"name": "channel_occupied", "channel": name})
+            if first and member is not None:
+                self.notify(app, {"name": "member_added", "channel": name,
+                                  "user_id": member.key})
+            self._notify_count(app, channel)
 
     def leave(self, connection: Subscriber, name: str) -> None:
         """Unsubscribe; presence: announce the member gone when its last socket leaves."""
@@ -227,6 +264,7 @@ class Hub:
         if channel is None or connection not in channel.subscribers:
             return
         member = channel.subscribers.pop(connection)
+        gone: Member | None = None
         if member is not None:
             remaining = channel.sockets_per_member[member.key] - 1
             if remaining:
@@ -240,6 +278,19 @@ class Hub:
                 self._fan_out(channel, frame, None)
         if not channel.subscribers:
             del state.channels[name]
+        if self._listener is not None and not channel.kind.user:
+            app = connection.app
+            if gone is not None:
+                self.notify(app, {"name": "member_removed", "channel": name,
+                                  "user_id": gone.key})
+            self._notify_count(app, channel)
+            if not channel.subscribers:
+                self.notify(app, {"name": "channel_vacated", "channel": name})
+
+    def _notify_count(self, app: AppConfig, channel: Channel) -> None:
+        if not channel.kind.presence:
+            self.notify(app, {"name": "subscription_count", "channel": channel.name,
+                              "subscription_count": channel.subscription_count})
 
     def publish(self, app_id: str, name: str, frame: bytes, except_socket_id: str | None = None
                 ) -> None:
@@ -258,6 +309,37 @@ class Hub:
         channel = state.channels.get(name)
         if channel is not None:
             self._fan_out(channel, frame, excluded)
+
+    # -- cache channels ----------------------------------------------------------------
+
+    def remember(self, app: AppConfig, name: str, frame: bytes, data: str) -> None:
+        """Keep ``frame`` as the last event of cache channel ``name`` for ``cache_ttl_seconds``."""
+        expires = self._clock() + app.cache_ttl_seconds
+        self._state(app.id).cache[name] = CachedEvent(frame, data, expires)
+
+    def cached(self, app_id: str, name: str) -> tuple[CachedEvent, float] | None:
+        """The live cached event of ``name`` and its remaining seconds, if any."""
+        entry = self._state(app_id).cache.get(name)
+        if entry is None:
+            return None
+        remaining = entry.expires - self._clock()
+        return (entry, remaining) if remaining > 0 else None
+
+    def prune_cache(self) -> None:
+        """Drop expired cached events (they are already invisible; this frees the memory)."""
+        now = self._clock()
+        for state in self._apps.values():
+            expired = [name for name, entry in state.cache.items() if entry.expires <= now]
+            for name in expired:
+                del state.cache[name]
+
+    def _replay_cache(self, connection: Subscriber, name: str) -> None:
+        hit = self.cached(connection.app.id, name)
+        if hit is not None:
+            connection.send(hit[0].frame)
+            return
+        connection.send(wire.event_frame("pusher:cache_miss", None, name))
+        self.notify(connection.app, {"name": "cache_miss", "channel": name})
 
     @staticmethod
     def _fan_out(channel: Channel, frame: bytes, excluded: Subscriber | None) -> None:

@@ -195,13 +195,14 @@ class Gateway:
                 connection.send(wire.error_frame(None, "Binary frames are not supported"))
 
     async def check_activity(self) -> None:
-        """Ping silent sockets and close the ones that never answer (4201)."""
+        """Ping silent sockets, close the ones that never answer (4201); drop expired cache."""
         server = self._settings.server
         interval = max(0.2, min(5.0, min(server.activity_timeout, server.pong_timeout) / 4))
         while True:
             await asyncio.sleep(interval)
             for connection in self._hub.connections():
                 connection.check_activity()
+            self._hub.prune_cache()
 
     def close_all(self, code: Code, reason: str) -> None:
         for connection in self._hub.connections():

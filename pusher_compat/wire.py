@@ -123,12 +123,14 @@ def event_frame(
     """Frame a channel or connection event.
 
     ``data`` that is not already a string is JSON-encoded into one, as the protocol requires
-    (pusher-websocket-java and others cast ``data`` to a string before parsing it).
+    (pusher-websocket-java and others cast ``data`` to a string before parsing it); ``None``
+    leaves ``data`` out (``pusher:cache_miss`` has none).
     """
     message: dict[str, Any] = {"event": event}
     if channel is not None:
         message["channel"] = channel
-    message["data"] = data if isinstance(data, str) else dumps(data).decode()
+    if data is not None:
+        message["data"] = data if isinstance(data, str) else dumps(data).decode()
     if user_id is not None:
         message["user_id"] = user_id
     return frame(dumps(message))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from helpers import FakeClock, ListSink
 
+from pusher_compat import wire
 from pusher_compat.channels import channel_name_error
 from pusher_compat.config import AppConfig, ServerConfig
 from pusher_compat.connection import Connection, State
@@ -431,7 +432,7 @@ def test_auth_requiring_channel_without_auth_is_refused(hub: Hub, channel: str) 
 
 
 @pytest.mark.parametrize(
-    "channel", ["cache-foobar", "cachefoobar", "privatefoobar", "presencefoobar"]
+    "channel", ["cachefoobar", "privatefoobar", "presencefoobar"]
 )
 def test_public_style_channels_need_no_auth(hub: Hub, channel: str) -> None:
     client = connect(hub)
@@ -1353,3 +1354,161 @@ def test_signed_in_connection_outlives_the_deadline(hub: Hub) -> None:
     clock.advance(31)
     client.conn.check_activity()
     assert (client.take(), client.sink.closes) == ([], [])
+
+
+# -- cache channels ------------------------------------------------------------------------
+
+
+def cache_miss(channel: str) -> dict[str, Any]:
+    return {"event": "pusher:cache_miss", "channel": channel}
+
+
+@dataclass
+class Recorder:
+    """A hub listener recording webhook event objects."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def remember(hub: Hub, channel: str, data: str, app: AppConfig = APP) -> bytes:
+    frame = wire.event_frame("price", data, channel)
+    hub.remember(app, channel, frame, data)
+    return frame
+
+
+def test_cache_channel_without_event_sends_cache_miss_after_success(hub: Hub) -> None:
+    client = connect(hub)
+    client.subscribe("cache-prices")
+    assert client.take() == [succeeded("cache-prices"), cache_miss("cache-prices")]
+
+
+def test_cache_channel_replays_last_event_right_after_success(hub: Hub) -> None:
+    remember(hub, "cache-prices", '{"p":1}')
+    remember(hub, "cache-prices", '{"p":2}')
+    client = connect(hub)
+    client.subscribe("cache-prices")
+    assert client.take() == [
+        succeeded("cache-prices"),
+        {"event": "price", "channel": "cache-prices", "data": '{"p":2}'},
+    ]
+
+
+@pytest.mark.parametrize(
+    "channel", ["private-cache-x", "private-encrypted-cache-x", "presence-cache-x"]
+)
+def test_every_cache_variant_replays_its_last_event(hub: Hub, channel: str) -> None:
+    remember(hub, channel, "v")
+    client = connect(hub)
+    if channel.startswith("presence-"):
+        client.join(channel, "1")
+    else:
+        client.subscribe_signed(channel)
+    assert client.take()[1:] == [{"event": "price", "channel": channel, "data": "v"}]
+
+
+def test_cached_event_expires_after_its_ttl() -> None:
+    clock = FakeClock()
+    hub = Hub(clock=clock)
+    app = AppConfig(id="1", key=KEY, secret=SECRET, cache_ttl_seconds=60)
+    remember(hub, "cache-prices", "v", app)
+    clock.advance(59)
+    assert hub.cached("1", "cache-prices") is not None
+    clock.advance(1)
+    assert hub.cached("1", "cache-prices") is None
+    client = connect(hub, app=app)
+    client.subscribe("cache-prices")
+    assert client.take() == [succeeded("cache-prices"), cache_miss("cache-prices")]
+
+
+def test_prune_cache_frees_expired_events_only() -> None:
+    clock = FakeClock()
+    hub = Hub(clock=clock)
+    short = AppConfig(id="1", key=KEY, secret=SECRET, cache_ttl_seconds=10)
+    long = AppConfig(id="2", key="k2", secret="s2", cache_ttl_seconds=100)
+    remember(hub, "cache-a", "a", short)
+    remember(hub, "cache-b", "b", long)
+    clock.advance(10)
+    hub.prune_cache()
+    assert hub.cached("1", "cache-a") is None
+    assert hub.cached("2", "cache-b") is not None
+    assert hub._state("1").cache == {}
+
+
+def test_cache_miss_is_reported_to_the_listener() -> None:
+    recorder = Recorder()
+    hub = Hub(listener=recorder)
+    connect(hub).subscribe("cache-prices")
+    assert {"name": "cache_miss", "channel": "cache-prices"} in recorder.events
+
+
+def test_resubscribing_a_cache_channel_does_not_replay_again(hub: Hub) -> None:
+    remember(hub, "cache-prices", "v")
+    client = connect(hub)
+    client.subscribe("cache-prices")
+    client.take()
+    client.subscribe("cache-prices")
+    assert client.take() == [succeeded("cache-prices")]
+
+
+# -- channel-state events for webhooks -----------------------------------------------------
+
+
+def test_listener_hears_occupied_count_and_vacated_for_a_public_channel() -> None:
+    recorder = Recorder()
+    hub = Hub(listener=recorder)
+    first, second = connect(hub), connect(hub)
+    first.subscribe("news")
+    second.subscribe("news")
+    first.unsubscribe("news")
+    second.conn.closed()
+    assert recorder.events == [
+        {"name": "channel_occupied", "channel": "news"},
+        {"name": "subscription_count", "channel": "news", "subscription_count": 1},
+        {"name": "subscription_count", "channel": "news", "subscription_count": 2},
+        {"name": "subscription_count", "channel": "news", "subscription_count": 1},
+        {"name": "subscription_count", "channel": "news", "subscription_count": 0},
+        {"name": "channel_vacated", "channel": "news"},
+    ]
+
+
+def test_listener_hears_members_once_per_user_on_presence() -> None:
+    recorder = Recorder()
+    hub = Hub(listener=recorder)
+    tab1, tab2 = connect(hub), connect(hub)
+    tab1.join("presence-room", 7)
+    tab2.join("presence-room", 7)
+    tab1.conn.closed()
+    tab2.conn.closed()
+    assert recorder.events == [
+        {"name": "channel_occupied", "channel": "presence-room"},
+        {"name": "member_added", "channel": "presence-room", "user_id": "7"},
+        {"name": "member_removed", "channel": "presence-room", "user_id": "7"},
+        {"name": "channel_vacated", "channel": "presence-room"},
+    ]
+
+
+def test_listener_hears_client_events_with_sender_and_user() -> None:
+    recorder = Recorder()
+    hub = Hub(listener=recorder)
+    sender, receiver = connect(hub), connect(hub)
+    sender.join("presence-room", "1")
+    receiver.join("presence-room", "2")
+    recorder.events.clear()
+    sender.trigger("presence-room", "client-typing", {"a": 1})
+    assert recorder.events == [{
+        "name": "client_event", "channel": "presence-room", "event": "client-typing",
+        "data": '{"a":1}', "socket_id": sender.socket_id, "user_id": "1",
+    }]
+
+
+def test_listener_hears_nothing_of_user_channels(hub: Hub) -> None:
+    recorder = Recorder()
+    hub = Hub(listener=recorder)
+    client = connect(hub)
+    client.signin('{"id":"1"}')
+    client.subscribe("#server-to-user-1")
+    client.conn.closed()
+    assert recorder.events == []

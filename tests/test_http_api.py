@@ -794,3 +794,36 @@ async def test_send_to_user_socket_id_excludes_that_socket(api, connect):
     await expect_json(response, 200, {})
     assert await other_tab.text() == event_text("notify", "#server-to-user-42", "hi")
     await sender.expect_silent()
+
+
+# -- cache channels ---------------------------------------------------------------------------
+
+
+async def test_event_on_cache_channel_is_replayed_to_a_later_subscriber(api: Api,
+                                                                        client: TestClient
+                                                                        ) -> None:
+    response = await api.trigger(name="price", channel="cache-prices", data='{"p":1}')
+    await expect_json(response, 200, {})
+    socket = await Socket.connect(client)
+    await socket.send("pusher:subscribe", {"auth": "", "channel": "cache-prices"})
+    assert [await socket.text() for _ in range(2)] == [
+        compact({"event": "pusher_internal:subscription_succeeded", "channel": "cache-prices",
+                 "data": "{}"}),
+        event_text("price", "cache-prices", '{"p":1}'),
+    ]
+
+
+async def test_channel_info_cache_reports_last_data_and_ttl(api: Api) -> None:
+    await api.trigger(name="price", channel="cache-prices", data="42")
+    await expect_json(await api.get("/channels/cache-prices", info="cache"), 200,
+                      {"occupied": False, "cache": {"data": "42", "ttl": 1800}})
+
+
+async def test_channel_info_cache_is_null_without_an_event(api: Api) -> None:
+    await expect_json(await api.get("/channels/cache-empty", info="cache"), 200,
+                      {"occupied": False, "cache": None})
+
+
+async def test_channel_info_cache_on_a_non_cache_channel_is_400(api: Api) -> None:
+    message = await expect_error(await api.get("/channels/news", info="cache"), 400)
+    assert message == "cache is only available for cache channels: news"

@@ -351,3 +351,14 @@ def test_echo_presence_here_joining_and_leaving(node: str, server: ServerProcess
 
     assert result["ann"] == {"here": [ANN], "joining": [BOB], "leaving": [BOB]}
     assert result["bob_here"] == [ANN, BOB]
+
+
+def test_pusher_js_sees_cache_miss_and_the_cached_event(node: str, server: ServerProcess) -> None:
+    result = run_node(node, server, "cache_channel.mjs")
+
+    assert result == {
+        "trigger_status": 200,
+        "cache_miss": 1,
+        "replayed": [{"data": {"p": 1}}],
+        "prices_cache_miss": 0,
+    }
