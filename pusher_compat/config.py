@@ -70,6 +70,16 @@ class AppConfig:
     client_events: bool = True
     max_connections: int = 0
     """Concurrent connections for the app; 0 = unlimited. Past it: close 4004."""
+    max_connections_per_ip: int = 0
+    """Concurrent connections from one client address; 0 = unlimited. Past it: close 4004."""
+    max_connections_per_user: int = 0
+    """Concurrent signed-in connections of one user; 0 = unlimited. Past it: close 4004."""
+    max_backend_events_per_second: int = 0
+    """Events (one per channel) published through the HTTP API; 0 = unlimited; past it 429."""
+    max_read_requests_per_second: int = 0
+    """HTTP API GET requests; 0 = unlimited; past it: 429."""
+    allowed_origins: tuple[str, ...] = ()
+    """WebSocket ``Origin`` headers accepted (``*`` or exact origins); empty = any. Else 4009."""
     max_client_events_per_second: int = 10
     max_presence_members: int = 100
     max_presence_user_info_bytes: int = 1024
@@ -150,7 +160,7 @@ def _check_fields(cls: type, table: Mapping[str, Any], where: str, source: str) 
             raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise ConfigError(f"{source}: {key} must not be negative, got {value!r}")
-        values[name] = value
+        values[name] = tuple(value) if isinstance(value, list) else value
     return values
 
 
@@ -161,6 +171,8 @@ def _has_type(value: Any, expected: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if expected == "float":
         return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected == "tuple[str, ...]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
     return isinstance(value, str)
 
 

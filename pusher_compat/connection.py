@@ -16,6 +16,7 @@ from . import schemas, signatures, wire
 from .channels import USER_CHANNEL_PREFIX, channel_name_error, kind_of
 from .config import AppConfig, ServerConfig
 from .hub import Hub, Member
+from .limits import PerSecond
 from .wire import Code, PusherError, SubscriptionError
 
 __all__ = ["Connection", "Sink", "State"]
@@ -40,7 +41,7 @@ class Connection:
     """One client connection of one app, from ``connection_established`` to close."""
 
     __slots__ = (
-        "_clock", "_events_in_window", "_hub", "_sink", "_window_start", "app", "channels",
+        "_client_events", "_clock", "_hub", "_sink", "app", "channels",
         "last_activity", "opened_at", "ping_sent_at", "server", "socket_id", "state", "user_id",
         "user_info", "watchlist",
     )
@@ -66,8 +67,7 @@ class Connection:
         self._clock = clock
         self.opened_at = self.last_activity = clock()
         self.ping_sent_at: float | None = None
-        self._window_start = 0.0
-        self._events_in_window = 0
+        self._client_events = PerSecond(app.max_client_events_per_second)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -232,6 +232,34 @@ class Connection:
         self._hub.leave(self, data["channel"])
 
     def _signin(self, data: Any) -> None:
+        user_data, user_id, user = self._verified_user(data)
+        if self.user_id is not None:
+            if self.user_id != user_id:
+                raise PusherError(Code.UNAUTHORIZED, "The connection is signed in as another user")
+            # The same user again (pusher-js signs in after every reconnect): nothing changes.
+            self.send(wire.signin_success_frame(user_data))
+            return
+        limit = self.app.max_connections_per_user
+        if limit and len(self._hub.user_connections(self.app.id, user_id)) >= limit:
+            raise PusherError(
+                Code.APP_OVER_QUOTA, f"Too many connections for user {user_id}: at most {limit}",
+                close=True,
+            )
+        self.send(wire.signin_success_frame(user_data))
+        watchlist = _watchlist(user.get("watchlist"))
+        self.user_id = user_id
+        self.user_info = user.get("user_info")
+        self.watchlist = watchlist[:_WATCHLIST_LIMIT]
+        if len(watchlist) > _WATCHLIST_LIMIT:
+            self.send(wire.error_frame(
+                Code.WATCHLIST_OVER_LIMIT,
+                f"Watchlist has {len(watchlist)} user ids: only the first "
+                f"{_WATCHLIST_LIMIT} are watched",
+            ))
+        self._hub.sign_in(self, user_id)
+
+    def _verified_user(self, data: Any) -> tuple[str, str, dict[str, Any]]:
+        """``(user_data, id, parsed user_data)`` of a correctly signed ``pusher:signin``."""
         problem = schemas.validate("pusher-signin", data)
         if problem:
             raise PusherError(Code.UNAUTHORIZED, f"Invalid pusher:signin: {problem}")
@@ -246,22 +274,8 @@ class Connection:
         user_id = user.get("id") if isinstance(user, dict) else None
         if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
             raise PusherError(Code.UNAUTHORIZED, "user_data must be a JSON object with an id")
-        if self.user_id is not None and self.user_id != str(user_id):
-            raise PusherError(Code.UNAUTHORIZED, "The connection is signed in as another user")
-        self.send(wire.signin_success_frame(user_data))
-        if self.user_id is not None:
-            return  # the same user again (pusher-js signs in after every reconnect)
-        watchlist = _watchlist(user.get("watchlist"))
-        self.user_id = str(user_id)
-        self.user_info = user.get("user_info")
-        self.watchlist = watchlist[:_WATCHLIST_LIMIT]
-        if len(watchlist) > _WATCHLIST_LIMIT:
-            self.send(wire.error_frame(
-                Code.WATCHLIST_OVER_LIMIT,
-                f"Watchlist has {len(watchlist)} user ids: only the first "
-                f"{_WATCHLIST_LIMIT} are watched",
-            ))
-        self._hub.sign_in(self, self.user_id)
+        assert isinstance(user, dict)
+        return user_data, str(user_id), user
 
     def _client_event(self, message: dict[str, Any]) -> None:
         if not self.app.client_events:
@@ -308,12 +322,7 @@ class Connection:
                 Code.CLIENT_EVENT_REJECTED,
                 f"Event data is over {self.app.max_event_payload_bytes} bytes",
             )
-        now = self._clock()
-        if now - self._window_start >= 1.0:
-            self._window_start = now
-            self._events_in_window = 0
-        self._events_in_window += 1
-        if self._events_in_window > self.app.max_client_events_per_second:
+        if not self._client_events.allow(self._clock()):
             raise PusherError(
                 Code.CLIENT_EVENT_REJECTED,
                 f"Client event rate limit reached: at most "

@@ -6,8 +6,9 @@ JSON body); errors are JSON bodies ``{"error": ..., "code": status}`` saying wha
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from . import schemas, signatures, wire
 from .channels import USER_CHANNEL_PREFIX, channel_name_error, kind_of
 from .config import AppConfig, Settings
 from .hub import Hub
+from .limits import PerSecond
 
 __all__ = ["HttpApi"]
 
@@ -26,14 +28,19 @@ _INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count"})
 class ApiError(Exception):
     """An HTTP API error: answered with ``status`` and a JSON body naming the problem."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
     def response(self) -> web.Response:
         body = wire.dumps({"error": self.message, "code": self.status})
-        return web.Response(status=self.status, body=body, content_type="application/json")
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        return web.Response(status=self.status, body=body, content_type="application/json",
+                            headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,9 @@ class HttpApi:
         self._clock = clock
         self._by_id = {app.id: app for app in settings.apps}
         self._by_key = {app.key: app for app in settings.apps}
+        apps = settings.apps
+        self._event_rates = {a.id: PerSecond(a.max_backend_events_per_second) for a in apps}
+        self._read_rates = {a.id: PerSecond(a.max_read_requests_per_second) for a in apps}
 
     def routes(self) -> list[web.RouteDef]:
         wrap = self._endpoint
@@ -84,6 +94,8 @@ class HttpApi:
             try:
                 body = await request.read()
                 app = self._authenticate(request, body)
+                if request.method == "GET":
+                    self._limit(self._read_rates[app.id], 1, "read requests")
                 return _json(handler(app, request, body))
             except ApiError as error:
                 return error.response()
@@ -113,6 +125,13 @@ class HttpApi:
         if not app.enabled:
             raise ApiError(403, f"App {app.id!r} is disabled")
         return app
+
+    def _limit(self, rate: PerSecond, cost: int, what: str) -> None:
+        now = self._clock()
+        if not rate.allow(now, cost):
+            raise ApiError(
+                429, f"Rate limit: at most {rate.limit} {what} per second", rate.retry_after(now)
+            )
 
     @staticmethod
     def _body(body: bytes, schema: str) -> Any:
@@ -175,7 +194,8 @@ class HttpApi:
             raise ApiError(400, f"user_count is only available for presence channels: {channel}")
         return _Event(name, channel, data, item.get("socket_id"), info)
 
-    def _publish(self, app: AppConfig, events: Iterable[_Event]) -> None:
+    def _publish(self, app: AppConfig, events: list[_Event]) -> None:
+        self._limit(self._event_rates[app.id], len(events), "events")
         for event in events:
             frame = wire.event_frame(event.name, event.data, event.channel)
             if kind_of(event.channel).cached:

@@ -117,16 +117,28 @@ class Gateway:
         self._hub = hub
         self._apps = {app.key: app for app in settings.apps}
         self._flusher: Flusher | None = None
+        self._per_address: dict[tuple[str, str], int] = {}
+        """Open connections by (app id, client address), for ``max_connections_per_ip``."""
 
-    def _admit(self, key: str, query: Mapping[str, str]) -> AppConfig:
-        """The app a connection to ``key`` belongs to; raises :class:`PusherError` to refuse."""
+    def _admit(self, request: web.Request) -> AppConfig:
+        """The app a connection belongs to; raises :class:`PusherError` to refuse it."""
+        key = request.match_info["key"]
         app = self._apps.get(key)
         if app is None:
             raise PusherError(Code.APP_NOT_FOUND, f"App key {key} does not exist")
-        server = self._settings.server
+        self._check_protocol(request.query)
+        if not app.enabled:
+            raise PusherError(Code.APP_DISABLED, f"App {app.id} is disabled")
+        origin = request.headers.get("Origin", "")
+        if app.allowed_origins and not {"*", origin} & set(app.allowed_origins):
+            raise PusherError(Code.UNAUTHORIZED, f"Origin {origin!r} is not allowed")
+        self._check_quotas(app, request.remote or "")
+        return app
+
+    def _check_protocol(self, query: Mapping[str, str]) -> None:
         protocol = query.get("protocol")
         if protocol is None:
-            if server.require_protocol:
+            if self._settings.server.require_protocol:
                 raise PusherError(Code.NO_PROTOCOL, "No protocol version supplied")
         elif not protocol.isdigit() or int(protocol) not in _SUPPORTED_PROTOCOLS:
             raise PusherError(
@@ -135,17 +147,22 @@ class Gateway:
         version = query.get("version")
         if version is not None and not _VERSION_RE.fullmatch(version):
             raise PusherError(Code.INVALID_VERSION, f"Invalid version string {version!r}")
-        if not app.enabled:
-            raise PusherError(Code.APP_DISABLED, f"App {app.id} is disabled")
+
+    def _check_quotas(self, app: AppConfig, address: str) -> None:
+        server = self._settings.server
         if server.max_connections and self._hub.connection_count() >= server.max_connections:
             raise PusherError(Code.OVER_CAPACITY, "Server over capacity")
         if app.max_connections and self._hub.connection_count(app.id) >= app.max_connections:
             raise PusherError(Code.APP_OVER_QUOTA, "App over connection quota")
-        return app
+        per_ip = app.max_connections_per_ip
+        if per_ip and self._per_address.get((app.id, address), 0) >= per_ip:
+            raise PusherError(
+                Code.APP_OVER_QUOTA, f"Too many connections from {address}: at most {per_ip}"
+            )
 
     async def app_socket(self, request: web.Request) -> web.StreamResponse:
         try:
-            app = self._admit(request.match_info["key"], request.query)
+            app = self._admit(request)
         except PusherError as refusal:
             return await self._accept(request, refusal)
         return await self._accept(request, app)
@@ -178,11 +195,16 @@ class Gateway:
         sink = SocketSink(ws, transport, self._flusher, limit)
         connection = Connection(admitted, self._settings.server, self._hub, sink)
         sink.connection = connection
+        address = (admitted.id, request.remote or "")
+        self._per_address[address] = self._per_address.get(address, 0) + 1
         connection.open()
         try:
             await self._pump(ws, connection)
         finally:
             connection.closed()
+            remaining = self._per_address.pop(address) - 1
+            if remaining:
+                self._per_address[address] = remaining
         return ws
 
     @staticmethod

@@ -1,0 +1,231 @@
+"""Quotas and rate limits: each one is hit, with its exact error."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient
+from helpers import FakeClock, ListSink
+
+from pusher_compat import signatures, wire
+from pusher_compat.config import AppConfig, ServerConfig, Settings
+from pusher_compat.connection import Connection
+from pusher_compat.http_api import HttpApi
+from pusher_compat.hub import Hub
+from pusher_compat.limits import PerSecond
+from pusher_compat.server import HUB, create_app
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+def error(code: int | None, message: str) -> dict[str, Any]:
+    return {"event": "pusher:error", "data": {"code": code, "message": message}}
+
+
+async def first_frame_and_close(client: TestClient, path: str, **kwargs: Any
+                                ) -> tuple[dict[str, Any], int | None]:
+    ws = await client.ws_connect(path, **kwargs)
+    first = json.loads(await asyncio.wait_for(ws.receive_str(), 5))
+    closing = await asyncio.wait_for(ws.receive(), 5)
+    return first, closing.data if closing.type is WSMsgType.CLOSE else None
+
+
+async def established(client: TestClient, path: str, **kwargs: Any) -> Any:
+    ws = await client.ws_connect(path, **kwargs)
+    first = json.loads(await asyncio.wait_for(ws.receive_str(), 5))
+    assert first["event"] == "pusher:connection_established"
+    return ws
+
+
+# -- the window ----------------------------------------------------------------------------
+
+
+def test_per_second_allows_the_limit_then_refuses_until_the_window_ends() -> None:
+    rate = PerSecond(3)
+    assert [rate.allow(10.0) for _ in range(4)] == [True, True, True, False]
+    assert rate.retry_after(10.25) == 0.75
+    assert rate.allow(10.99) is False
+    assert rate.allow(11.0) is True
+
+
+def test_per_second_counts_cost_and_a_refused_take_uses_nothing() -> None:
+    rate = PerSecond(5)
+    assert rate.allow(0.0, 4) is True
+    assert rate.allow(0.0, 2) is False
+    assert rate.allow(0.0, 1) is True
+
+
+def test_per_second_zero_is_unlimited() -> None:
+    rate = PerSecond(0)
+    assert all(rate.allow(0.0, 1000) for _ in range(100))
+
+
+# -- WebSocket admission -------------------------------------------------------------------
+
+
+def app_settings(**app: Any) -> Settings:
+    return Settings(server=ServerConfig(),
+                    apps=(AppConfig(id="1", key="app-key", secret="app-secret", **app),))
+
+
+async def test_connections_per_ip_over_the_limit_are_refused_with_4004(
+    aiohttp_client: ClientFactory,
+) -> None:
+    client = await aiohttp_client(create_app(app_settings(max_connections_per_ip=2)))
+    first = await established(client, "/app/app-key?protocol=7")
+    await established(client, "/app/app-key?protocol=7")
+    assert await first_frame_and_close(client, "/app/app-key?protocol=7") == (
+        error(4004, "Too many connections from 127.0.0.1: at most 2"), 4004
+    )
+    await first.close()
+    await asyncio.sleep(0.05)
+    await established(client, "/app/app-key?protocol=7")
+
+
+@pytest.mark.parametrize("allowed", [("https://shop.example",), ("*",)])
+async def test_allowed_origin_connects(aiohttp_client: ClientFactory, allowed: tuple[str]
+                                       ) -> None:
+    client = await aiohttp_client(create_app(app_settings(allowed_origins=allowed)))
+    await established(client, "/app/app-key?protocol=7",
+                      headers={"Origin": "https://shop.example"})
+
+
+async def test_other_origin_is_refused_with_4009(aiohttp_client: ClientFactory) -> None:
+    client = await aiohttp_client(
+        create_app(app_settings(allowed_origins=("https://shop.example",)))
+    )
+    assert await first_frame_and_close(
+        client, "/app/app-key?protocol=7", headers={"Origin": "https://evil.example"}
+    ) == (error(4009, "Origin 'https://evil.example' is not allowed"), 4009)
+
+
+# -- sign-in quota -------------------------------------------------------------------------
+
+
+def signed_in(hub: Hub, app: AppConfig, user_id: str) -> ListSink:
+    sink = ListSink()
+    connection = Connection(app, ServerConfig(), hub, sink)
+    connection.open()
+    user_data = json.dumps({"id": user_id})
+    auth = signatures.sign_auth(app.key, app.secret,
+                                signatures.user_string(connection.socket_id, user_data))
+    connection.receive(json.dumps(
+        {"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}
+    ))
+    return sink
+
+
+def test_signin_past_connections_per_user_is_refused_with_4004() -> None:
+    hub = Hub()
+    app = AppConfig(id="1", key="k", secret="s", max_connections_per_user=2)
+    signed_in(hub, app, "7")
+    signed_in(hub, app, "7")
+    third = signed_in(hub, app, "7")
+    assert third.messages()[1:] == [error(4004, "Too many connections for user 7: at most 2")]
+    assert third.closes == [(4004, "Too many connections for user 7: at most 2")]
+    assert len(hub.user_connections("1", "7")) == 2
+    other = signed_in(hub, app, "8")
+    assert other.messages()[1]["event"] == "pusher:signin_success"
+
+
+# -- HTTP API rates ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def limited_api(aiohttp_client: ClientFactory
+                      ) -> tuple[TestClient, FakeClock]:
+    clock = FakeClock(time.time())
+    settings = app_settings(max_backend_events_per_second=3, max_read_requests_per_second=2)
+    app = web.Application()
+    app.add_routes(HttpApi(settings, Hub(), clock=clock).routes())
+    return await aiohttp_client(app), clock
+
+
+async def signed(client: TestClient, clock: FakeClock, method: str, path: str,
+                 payload: Any = None) -> Any:
+    body = json.dumps(payload).encode() if payload is not None else b""
+    params = {"auth_key": "app-key", "auth_timestamp": str(int(clock())),
+              "auth_version": "1.0"}
+    if body:
+        params["body_md5"] = hashlib.md5(body).hexdigest()
+    params["auth_signature"] = signatures.sign_request(method, path, params, "app-secret")
+    return await client.request(method, path, params=params, data=body)
+
+
+def trigger(*channels: str) -> dict[str, Any]:
+    return {"name": "e", "data": "{}", "channels": list(channels)}
+
+
+async def test_backend_events_over_the_rate_get_429_with_retry_after(
+    limited_api: tuple[TestClient, FakeClock],
+) -> None:
+    client, clock = limited_api
+    ok = await signed(client, clock, "POST", "/apps/1/events", trigger("a", "b"))
+    assert ok.status == 200
+    refused = await signed(client, clock, "POST", "/apps/1/events", trigger("c", "d"))
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert await refused.json() == {"error": "Rate limit: at most 3 events per second",
+                                    "code": 429}
+    clock.advance(1)
+    again = await signed(client, clock, "POST", "/apps/1/events", trigger("c", "d"))
+    assert again.status == 200
+
+
+async def test_batch_events_count_every_item_against_the_rate(
+    limited_api: tuple[TestClient, FakeClock],
+) -> None:
+    client, clock = limited_api
+    batch = {"batch": [{"name": "e", "data": "{}", "channel": f"c{i}"} for i in range(4)]}
+    refused = await signed(client, clock, "POST", "/apps/1/batch_events", batch)
+    assert refused.status == 429
+
+
+async def test_read_requests_over_the_rate_get_429(
+    limited_api: tuple[TestClient, FakeClock],
+) -> None:
+    client, clock = limited_api
+    statuses = [(await signed(client, clock, "GET", "/apps/1/channels")).status
+                for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+# -- slow consumers ------------------------------------------------------------------------
+
+
+async def test_slow_consumer_is_cut_off_with_4100_and_others_get_everything(
+    aiohttp_client: ClientFactory,
+) -> None:
+    settings = Settings(server=ServerConfig(max_write_buffer_bytes=1024 * 1024),
+                        apps=(AppConfig(id="1", key="app-key", secret="app-secret"),))
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    slow = await established(client, "/app/app-key?protocol=7")
+    healthy = await established(client, "/app/app-key?protocol=7")
+    for ws in (slow, healthy):
+        await ws.send_str('{"event":"pusher:subscribe","data":{"channel":"news"}}')
+        await asyncio.wait_for(ws.receive_str(), 5)
+    hub = app[HUB]
+    received = 0
+
+    async def read_healthy() -> None:
+        nonlocal received
+        while received < 400:
+            await healthy.receive_str()  # no wait_for here: a task per message would lag
+            received += 1
+
+    reader = asyncio.create_task(read_healthy())
+    payload = "x" * 60_000
+    for i in range(400):
+        hub.publish("1", "news", wire.event_frame("big", f"{i}:{payload}", "news"))
+        await asyncio.sleep(0)
+    await asyncio.wait_for(reader, 20)
+    assert received == 400
+    assert hub.connection_count("1") == 1
