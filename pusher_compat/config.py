@@ -7,13 +7,18 @@ With no file the server runs one app taken from ``PUSHER_APP_ID``, ``PUSHER_APP_
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .broadcasting_auth import AuthConfig
 
 __all__ = [
     "WEBHOOK_EVENTS",
@@ -141,6 +146,8 @@ class Settings:
 
     server: ServerConfig = field(default_factory=ServerConfig)
     apps: tuple[AppConfig, ...] = ()
+    auth: AuthConfig | None = None
+    """The ``/broadcasting/auth`` signer; served only when ``[auth]`` is configured."""
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -208,10 +215,22 @@ def _app(table: Any, where: str, source: str) -> AppConfig:
     values["webhooks"] = tuple(
         _webhook(hook, f"{where}.webhooks[{i}]", source) for i, hook in enumerate(hooks)
     )
+    master_key = values.get("encryption_master_key_base64")
+    if master_key and len(_base64(master_key)) != 32:
+        raise ConfigError(
+            f"{source}: {where}.encryption_master_key_base64 must be 32 bytes, base64-encoded"
+        )
     for required in ("id", "key", "secret"):
         if not values.get(required):
             raise ConfigError(f"{source}: {where}.{required} is required (a non-empty string)")
     return AppConfig(**values)
+
+
+def _base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        return b""
 
 
 def _env_app(env: Mapping[str, str]) -> AppConfig:
@@ -252,9 +271,11 @@ def load_settings(
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: invalid TOML: {exc}") from None
-    unknown = set(data) - {"server", "apps"}
+    unknown = set(data) - {"server", "apps", "auth"}
     if unknown:
-        raise ConfigError(f"{source}: unknown section {sorted(unknown)[0]!r} (known: apps, server)")
+        raise ConfigError(
+            f"{source}: unknown section {sorted(unknown)[0]!r} (known: apps, auth, server)"
+        )
     server_table = data.get("server", {})
     if not isinstance(server_table, dict):
         raise ConfigError(f"{source}: [server] must be a table")
@@ -273,4 +294,10 @@ def load_settings(
     else:
         apps = tuple(_app(table, f"apps[{i}]", source) for i, table in enumerate(raw_apps))
     _unique(apps, source)
-    return Settings(server=server, apps=apps)
+    auth = None
+    if "auth" in data:
+        # Imported here: the auth signer builds on AppConfig, defined above.
+        from .broadcasting_auth import parse_auth_config
+
+        auth = parse_auth_config(data["auth"], source)
+    return Settings(server=server, apps=apps, auth=auth)

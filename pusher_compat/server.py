@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from aiohttp import WSMsgType, web
 
 from . import wire
+from .broadcasting_auth import BroadcastingAuth
 from .config import AppConfig, Settings
 from .connection import Connection
 from .http_api import HttpApi
@@ -244,6 +245,8 @@ def create_app(settings: Settings, hub: Hub | None = None) -> web.Application:
         web.get("/app/{tail:.*}", gateway.bad_path),
         *HttpApi(settings, hub).routes(),
     ])
+    if settings.auth is not None:
+        app.add_routes(BroadcastingAuth(settings.apps, settings.auth).routes())
 
     async def activity_checker(app: web.Application):  # type: ignore[no-untyped-def]
         task = asyncio.create_task(gateway.check_activity())

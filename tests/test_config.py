@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pusher_compat.config import AppConfig, ConfigError, ServerConfig, load_settings
+from pusher_compat.config import (
+    AppConfig,
+    ConfigError,
+    ServerConfig,
+    WebhookEndpoint,
+    load_settings,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -82,9 +88,17 @@ def test_file_without_apps_takes_the_app_from_the_environment(tmp_path: Path) ->
          "apps[1].id '1' is used twice"),
         ("apps = []\n", "apps must be a non-empty array of tables"),
         ("[server\n", "invalid TOML"),
+        ("[[apps]]\nid='1'\nkey='k'\nsecret='s'\nencryption_master_key_base64='abc'\n",
+         "apps[0].encryption_master_key_base64 must be 32 bytes, base64-encoded"),
+        ("[[apps]]\nid='1'\nkey='k'\nsecret='s'\n[[apps.webhooks]]\nurl='ftp://x'\n",
+         "apps[0].webhooks[0].url is required (an http:// or https:// URL)"),
+        ("[[apps]]\nid='1'\nkey='k'\nsecret='s'\n[[apps.webhooks]]\nurl='http://x'\n"
+         "event_types=['nope']\n", "apps[0].webhooks[0].event_types must list names among"),
+        ("[auth]\njwt_secret = 5\n", "auth.jwt_secret"),
     ],
     ids=["wrong-type", "unknown-key", "negative", "log-level", "zero-timeout", "unknown-section",
-         "missing-secret", "bool-type", "duplicate-id", "empty-apps", "bad-toml"],
+         "missing-secret", "bool-type", "duplicate-id", "empty-apps", "bad-toml",
+         "master-key", "webhook-url", "webhook-events", "auth-type"],
 )
 def test_invalid_file_names_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
@@ -127,3 +141,33 @@ def test_server_logs_where_it_listens_and_which_apps(server_factory) -> None:  #
     assert f"listening on http://127.0.0.1:{server.port}" in log
     assert "serving app id=1001 key=app-key (enabled, client events on)" in log
     assert "serving app id=disabled-id key=disabled-key (disabled, client events on)" in log
+
+
+def test_file_reads_webhook_endpoints_of_an_app(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[[apps]]
+id = "1"
+key = "k"
+secret = "s"
+[[apps.webhooks]]
+url = "https://example.com/hook"
+event_types = ["member_added", "member_removed"]
+channel_prefix = "presence-"
+headers = { Authorization = "Bearer x" }
+""")
+    (hook,) = load_settings(path, env={}).apps[0].webhooks
+    assert hook == WebhookEndpoint(
+        url="https://example.com/hook", event_types=("member_added", "member_removed"),
+        channel_prefix="presence-", headers=(("Authorization", "Bearer x"),),
+    )
+    assert hook.wants({"name": "member_added", "channel": "presence-room"})
+    assert not hook.wants({"name": "member_added", "channel": "private-room"})
+    assert not hook.wants({"name": "channel_occupied", "channel": "presence-room"})
+
+
+def test_file_reads_the_auth_section(tmp_path: Path) -> None:
+    path = write(tmp_path, "[auth]\njwt_secret = 'change-me'\n")
+    auth = load_settings(path, env={}).auth
+    assert auth is not None
+    assert auth.jwt_secret == "change-me"
+    assert load_settings(env={}).auth is None

@@ -14,6 +14,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess
 
+from pusher_compat.broadcasting_auth import AuthConfig
 from pusher_compat.config import AppConfig, ServerConfig, Settings
 from pusher_compat.server import create_app
 
@@ -214,3 +215,23 @@ async def test_sigterm_closes_sockets_with_4200_and_exits_cleanly(server: Server
     log = "".join(server.log)
     assert "closing 1 connection(s) with 4200" in log
     assert "stopped" in log
+
+
+async def test_broadcasting_auth_is_not_served_without_an_auth_section(
+    client: TestClient,
+) -> None:
+    response = await client.post("/broadcasting/auth", data={"socket_id": "1.1"})
+    assert response.status == 404
+
+
+async def test_broadcasting_auth_is_served_with_an_auth_section(
+    aiohttp_client: ClientFactory,
+) -> None:
+    settings = Settings(apps=(APP,), auth=AuthConfig(jwt_secret="change-me"))
+    client = await aiohttp_client(create_app(settings))
+    response = await client.post(
+        "/broadcasting/auth", data={"socket_id": "1.1", "channel_name": "private-x"}
+    )
+    assert (response.status, await response.json()) == (
+        401, {"error": "No token: send the JWT as 'Authorization: Bearer <token>'", "code": 401}
+    )
