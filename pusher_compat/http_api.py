@@ -6,11 +6,12 @@ JSON body); errors are JSON bodies ``{"error": ..., "code": status}`` saying wha
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -23,6 +24,14 @@ from .limits import PerSecond
 __all__ = ["HttpApi"]
 
 _INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count"})
+
+
+class DeliveryLog(Protocol):
+    """What the API reads of the webhook dispatcher."""
+
+    def deliveries(self, app_id: str, status: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def replay(self, app_id: str, delivery_id: str) -> dict[str, Any]: ...
 
 
 class ApiError(Exception):
@@ -61,9 +70,16 @@ def _json(value: Any) -> web.Response:
 class HttpApi:
     """Handlers of the HTTP API for the apps in ``settings``."""
 
-    def __init__(self, settings: Settings, hub: Hub, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        clock: Callable[[], float] = time.time,
+        webhooks: DeliveryLog | None = None,
+    ) -> None:
         self._settings = settings
         self._hub = hub
+        self._webhooks = webhooks
         self._clock = clock
         self._by_id = {app.id: app for app in settings.apps}
         self._by_key = {app.key: app for app in settings.apps}
@@ -83,6 +99,9 @@ class HttpApi:
                      wrap(self.terminate_connections)),
             # pusher==3.3.4 sends and signs this path without the /apps/{id} prefix.
             web.post("/users/{user_id}/terminate_connections", wrap(self.terminate_connections)),
+            web.get("/apps/{app_id}/webhooks/deliveries", wrap(self.deliveries)),
+            web.post("/apps/{app_id}/webhooks/deliveries/{delivery_id}/replay",
+                     wrap(self.replay)),
         ]
 
     # -- request plumbing --------------------------------------------------------------
@@ -96,7 +115,10 @@ class HttpApi:
                 app = self._authenticate(request, body)
                 if request.method == "GET":
                     self._limit(self._read_rates[app.id], 1, "read requests")
-                return _json(handler(app, request, body))
+                result = handler(app, request, body)
+                if inspect.isawaitable(result):
+                    result = await result
+                return _json(result)
             except ApiError as error:
                 return error.response()
 
@@ -281,3 +303,21 @@ class HttpApi:
             )
             connection.fail(error)
         return {}
+
+    # -- webhook deliveries ------------------------------------------------------------
+
+    def deliveries(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+        status = request.query.get("status")
+        if status not in (None, "pending", "delivered", "failed"):
+            raise ApiError(400, "status must be one of pending, delivered, failed")
+        log = self._webhooks.deliveries(app.id, status) if self._webhooks else []
+        return {"deliveries": log}
+
+    async def replay(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+        delivery_id = request.match_info["delivery_id"]
+        if self._webhooks is None:
+            raise ApiError(404, f"No webhook delivery {delivery_id!r}")
+        try:
+            return {"delivery": await self._webhooks.replay(app.id, delivery_id)}
+        except KeyError:
+            raise ApiError(404, f"No webhook delivery {delivery_id!r}") from None

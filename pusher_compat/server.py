@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 import signal
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import WSMsgType, web
 
@@ -22,6 +22,7 @@ from .config import AppConfig, Settings
 from .connection import Connection
 from .http_api import HttpApi
 from .hub import Hub
+from .webhooks import Webhooks
 from .wire import Code, PusherError
 
 __all__ = ["create_app", "run", "serve"]
@@ -232,9 +233,10 @@ class Gateway:
             connection.close(code, reason)
 
 
-def create_app(settings: Settings, hub: Hub | None = None) -> web.Application:
+def create_app(settings: Settings) -> web.Application:
     """The aiohttp application serving ``settings``: WebSocket gateway plus HTTP API."""
-    hub = hub or Hub()
+    webhooks = Webhooks(settings.server) if any(a.webhooks for a in settings.apps) else None
+    hub = Hub(listener=webhooks)
     gateway = Gateway(settings, hub)
     app = web.Application(client_max_size=settings.server.max_request_bytes)
     app[HUB] = hub
@@ -243,17 +245,21 @@ def create_app(settings: Settings, hub: Hub | None = None) -> web.Application:
         web.get("/app/{key}", gateway.app_socket),
         web.get("/app", gateway.bad_path),
         web.get("/app/{tail:.*}", gateway.bad_path),
-        *HttpApi(settings, hub).routes(),
+        *HttpApi(settings, hub, webhooks=webhooks).routes(),
     ])
     if settings.auth is not None:
         app.add_routes(BroadcastingAuth(settings.apps, settings.auth).routes())
 
-    async def activity_checker(app: web.Application):  # type: ignore[no-untyped-def]
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        if webhooks is not None:
+            await webhooks.start()
         task = asyncio.create_task(gateway.check_activity())
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if webhooks is not None:
+            await webhooks.close()
 
     async def on_shutdown(app: web.Application) -> None:
         count = hub.connection_count()
@@ -263,7 +269,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> web.Application:
         if _background:
             await asyncio.wait(set(_background), timeout=settings.server.shutdown_timeout)
 
-    app.cleanup_ctx.append(activity_checker)
+    app.cleanup_ctx.append(background)
     app.on_shutdown.append(on_shutdown)
     return app
 
