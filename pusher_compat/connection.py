@@ -140,6 +140,8 @@ class Connection:
     def _dispatch(self, text: str) -> None:
         try:
             message = wire.loads(text)
+        except wire.TooDeep as error:
+            raise PusherError(None, f"Invalid message: {error}") from None
         except ValueError:
             raise PusherError(None, "Invalid JSON: the message could not be parsed") from None
         problem = schemas.validate("client-message", message)

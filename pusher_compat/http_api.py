@@ -159,6 +159,8 @@ class HttpApi:
     def _body(body: bytes, schema: str) -> Any:
         try:
             value = wire.loads(body)
+        except wire.TooDeep as error:
+            raise ApiError(400, f"The request body is {error}") from None
         except ValueError:
             raise ApiError(400, "The request body is not valid JSON") from None
         problem = schemas.validate(schema, value)

@@ -119,7 +119,9 @@ def verify_request(
     if "body_md5" in params and params["body_md5"] != hashlib.md5(body).hexdigest():
         raise RequestSignatureError("body_md5 does not match the request body")
     for path in paths:
-        if hmac.compare_digest(sign_request(method, path, params, secret), signature):
+        # Bytes, not str: compare_digest refuses non-ASCII strings with a TypeError.
+        expected = sign_request(method, path, params, secret).encode()
+        if hmac.compare_digest(expected, signature.encode()):
             return
     expected = _string_to_sign(method, paths[0], params).replace("\n", "\\n")
     raise RequestSignatureError(

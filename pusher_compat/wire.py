@@ -15,9 +15,11 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "MAX_DEPTH",
     "Code",
     "PusherError",
     "SubscriptionError",
+    "TooDeep",
     "dumps",
     "error_frame",
     "event_frame",
@@ -32,9 +34,35 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+MAX_DEPTH = 100
+"""Deepest nesting accepted in anything a client sends. orjson parses 1024 levels but encodes
+only about 254, and Python's ``repr`` of a 1000-deep list exhausts the recursion limit: a
+bound well below both keeps every later step (validation, re-encoding, error text) safe."""
+
+
+class TooDeep(ValueError):
+    """Valid JSON, nested deeper than :data:`MAX_DEPTH`."""
+
+
 def loads(data: str | bytes) -> Any:
-    """Parse JSON; raises ``ValueError`` on malformed input."""
-    return orjson.loads(data)
+    """Parse JSON; raises ``ValueError`` on malformed input, :class:`TooDeep` when too deep."""
+    value = orjson.loads(data)
+    if isinstance(value, dict | list) and _too_deep(value):
+        raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _too_deep(value: dict[str, Any] | list[Any]) -> bool:
+    # Iterative, so that checking depth cannot itself run out of stack.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return False
 
 
 class Code(IntEnum):
