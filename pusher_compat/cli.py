@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port to listen on (default 6001; 0 = any free)")
     serve.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    serve.add_argument("--ssl-cert", metavar="PEM",
+                       help="certificate (chain) to serve wss:// and https:// directly")
+    serve.add_argument("--ssl-key", metavar="PEM", help="private key of --ssl-cert")
+    serve.add_argument("--ssl-ca", metavar="PEM",
+                       help="CA bundle to verify client certificates with (optional)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        help="logging level (default info)")
     return parser
@@ -49,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.config, host=args.host, port=args.port,
-                                 log_level=args.log_level)
+                                 log_level=args.log_level, ssl_cert=args.ssl_cert,
+                                 ssl_key=args.ssl_key, ssl_ca=args.ssl_ca)
     except ConfigError as error:
         print(f"pusher-compat: configuration error: {error}", file=sys.stderr)
         return 2

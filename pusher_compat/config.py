@@ -136,7 +136,15 @@ class ServerConfig:
     """Webhook requests queued or retrying at once, per process; past it the oldest fail."""
     webhook_log_size: int = 1000
     """Deliveries kept per app for ``GET /apps/{id}/webhooks/deliveries``."""
+    drain_seconds: float = 5.0
+    """On SIGTERM, sockets are closed with 4200 in small jittered batches over this window, so
+    clients do not all reconnect at the same instant; 0 closes them all at once."""
     shutdown_timeout: float = 10.0
+    ssl_cert: str = ""
+    """PEM certificate (chain) for serving ``wss://`` and ``https://`` directly."""
+    ssl_key: str = ""
+    ssl_ca: str = ""
+    """Optional CA bundle to verify client certificates with (mutual TLS)."""
     log_level: str = "info"
 
 
@@ -226,6 +234,15 @@ def _app(table: Any, where: str, source: str) -> AppConfig:
     return AppConfig(**values)
 
 
+def _check_tls(server: ServerConfig, source: str) -> None:
+    if bool(server.ssl_cert) != bool(server.ssl_key):
+        raise ConfigError(f"{source}: server.ssl_cert and server.ssl_key go together")
+    for key in ("ssl_cert", "ssl_key", "ssl_ca"):
+        path = getattr(server, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{source}: server.{key}: no such file {path!r}")
+
+
 def _base64(text: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -286,6 +303,7 @@ def load_settings(
         raise ConfigError(f"{source}: server.log_level must be one of {', '.join(_LOG_LEVELS)}")
     if server.activity_timeout < 1:
         raise ConfigError(f"{source}: server.activity_timeout must be at least 1 second")
+    _check_tls(server, source)
     raw_apps = data.get("apps")
     if raw_apps is None:
         apps = (_env_app(env),)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import signal
+import ssl
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import WSMsgType, web
 
 from . import wire
 from .broadcasting_auth import BroadcastingAuth
-from .config import AppConfig, Settings
+from .config import AppConfig, ServerConfig, Settings
 from .connection import Connection
 from .http_api import HttpApi
 from .hub import Hub
@@ -34,6 +36,8 @@ SETTINGS = web.AppKey("settings", Settings)
 
 _VERSION_RE = re.compile(r"\d[0-9A-Za-z.+_-]*")
 _SUPPORTED_PROTOCOLS = range(5, 8)
+_DRAIN_STEP = 0.1
+"""Seconds between drain batches, on average."""
 
 
 class Flusher:
@@ -121,6 +125,7 @@ class Gateway:
         self._flusher: Flusher | None = None
         self._per_address: dict[tuple[str, str], int] = {}
         """Open connections by (app id, client address), for ``max_connections_per_ip``."""
+        self.draining = False
 
     def _admit(self, request: web.Request) -> AppConfig:
         """The app a connection belongs to; raises :class:`PusherError` to refuse it."""
@@ -129,6 +134,9 @@ class Gateway:
         if app is None:
             raise PusherError(Code.APP_NOT_FOUND, f"App key {key} does not exist")
         self._check_protocol(request.query)
+        if self.draining:
+            # 41xx: pusher-js backs off a second, by which time the balancer knows.
+            raise PusherError(Code.OVER_CAPACITY, "Server is shutting down")
         if not app.enabled:
             raise PusherError(Code.APP_DISABLED, f"App {app.id} is disabled")
         origin = request.headers.get("Origin", "")
@@ -168,6 +176,12 @@ class Gateway:
         except PusherError as refusal:
             return await self._accept(request, refusal)
         return await self._accept(request, app)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """Readiness: 503 while draining, so a balancer stops sending new clients here."""
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ready"})
 
     async def bad_path(self, request: web.Request) -> web.StreamResponse:
         refusal = PusherError(Code.PATH_NOT_FOUND, f"Invalid path {request.path}: use /app/{{key}}")
@@ -232,6 +246,32 @@ class Gateway:
         for connection in self._hub.connections():
             connection.close(code, reason)
 
+    async def drain(self, window: float) -> None:
+        """Stop admitting, then close every socket with 4200 in jittered batches spread over
+        ``window`` seconds, so that clients do not all reconnect at the same instant."""
+        self.draining = True
+        connections = list(self._hub.connections())
+        if not connections:
+            return
+        log.info("draining %d connection(s) over %.1f s", len(connections), window)
+        random.shuffle(connections)
+        batches = max(1, min(len(connections), int(window / _DRAIN_STEP)))
+        size = -(-len(connections) // batches)
+        step = window / batches
+        for start in range(0, len(connections), size):
+            for connection in connections[start:start + size]:
+                connection.close(Code.RECONNECT, "Server shutting down")
+            if start + size < len(connections):
+                await asyncio.sleep(step * random.uniform(0.5, 1.5))
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+async def _up(request: web.Request) -> web.Response:
+    """Liveness: the process answers HTTP."""
+    return web.json_response({"status": "ok"})
+
 
 def create_app(settings: Settings) -> web.Application:
     """The aiohttp application serving ``settings``: WebSocket gateway plus HTTP API."""
@@ -241,10 +281,13 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.server.max_request_bytes)
     app[HUB] = hub
     app[SETTINGS] = settings
+    app[GATEWAY] = gateway
     app.add_routes([
         web.get("/app/{key}", gateway.app_socket),
         web.get("/app", gateway.bad_path),
         web.get("/app/{tail:.*}", gateway.bad_path),
+        web.get("/up", _up),
+        web.get("/ready", gateway.ready),
         *HttpApi(settings, hub, webhooks=webhooks).routes(),
     ])
     if settings.auth is not None:
@@ -275,28 +318,43 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop``), then drain: stop accepting, close with 4200."""
+    """Serve until SIGTERM/SIGINT (or ``stop``), then drain: readiness turns 503, sockets are
+    closed with 4200 over ``drain_seconds``, and the server stops."""
     server = settings.server
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None,
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=server.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, server.host, server.port)
+    site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(server))
     await site.start()
-    for app in settings.apps:
-        log.info("serving app id=%s key=%s (%s, client events %s)", app.id, app.key,
-                 "enabled" if app.enabled else "disabled", "on" if app.client_events else "off")
+    for config in settings.apps:
+        log.info("serving app id=%s key=%s (%s, client events %s)", config.id, config.key,
+                 "enabled" if config.enabled else "disabled",
+                 "on" if config.client_events else "off")
+    scheme = "https" if server.ssl_cert else "http"
     for address in runner.addresses:
-        host, port = address[0], address[1]
-        log.info("pusher-compat listening on http://%s:%s (WebSocket /app/{key}, API /apps/{id})",
-                 host, port)
+        log.info("pusher-compat listening on %s://%s:%s (WebSocket /app/{key}, API /apps/{id})",
+                 scheme, address[0], address[1])
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("shutting down: no new connections, closing open ones")
+    log.info("shutting down: not ready any more, closing connections")
+    await app[GATEWAY].drain(server.drain_seconds)
     await runner.cleanup()
     log.info("stopped")
+
+
+def _ssl_context(server: ServerConfig) -> ssl.SSLContext | None:
+    if not server.ssl_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server.ssl_cert, server.ssl_key)
+    if server.ssl_ca:
+        context.load_verify_locations(server.ssl_ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
 
 
 def run(settings: Settings) -> None:

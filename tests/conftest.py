@@ -37,7 +37,7 @@ secret = "disabled-secret"
 enabled = false
 """
 
-_LISTEN_RE = re.compile(r"listening on http://[^:]+:(\d+)")
+_LISTEN_RE = re.compile(r"listening on https?://[^:]+:(\d+)")
 
 
 @dataclass

@@ -213,7 +213,7 @@ async def test_sigterm_closes_sockets_with_4200_and_exits_cleanly(server: Server
         assert (closing.type, closing.data) == (WSMsgType.CLOSE, 4200)
     assert await asyncio.to_thread(server.process.wait, 10) == 0
     log = "".join(server.log)
-    assert "closing 1 connection(s) with 4200" in log
+    assert "draining 1 connection(s) over 5.0 s" in log
     assert "stopped" in log
 
 
@@ -235,3 +235,55 @@ async def test_broadcasting_auth_is_served_with_an_auth_section(
     assert (response.status, await response.json()) == (
         401, {"error": "No token: send the JWT as 'Authorization: Bearer <token>'", "code": 401}
     )
+
+
+async def test_up_answers_ok(client: TestClient) -> None:
+    response = await client.get("/up")
+    assert (response.status, await response.json()) == (200, {"status": "ok"})
+
+
+async def test_ready_answers_ready_until_draining(client: TestClient) -> None:
+    response = await client.get("/ready")
+    assert (response.status, await response.json()) == (200, {"status": "ready"})
+
+
+DRAIN_CONFIG = """
+[server]
+drain_seconds = 2.0
+
+[[apps]]
+id = "1001"
+key = "app-key"
+secret = "app-secret"
+"""
+
+
+async def test_sigterm_drains_in_jittered_batches_over_the_window(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory(DRAIN_CONFIG)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as session:
+        sockets = [await session.ws_connect(server.ws_url()) for _ in range(30)]
+        for ws in sockets:
+            await frames(ws, 1)
+
+        async def closed_at(ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, float]:
+            message = await asyncio.wait_for(ws.receive(), 10)
+            assert message.type is WSMsgType.CLOSE
+            return message.data, loop.time()
+
+        waiting = [asyncio.create_task(closed_at(ws)) for ws in sockets]
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        ready = await session.get(f"{server.url}/ready")
+        assert (ready.status, await ready.json()) == (503, {"status": "draining"})
+        late = await session.ws_connect(server.ws_url())
+        assert json.loads(await late.receive_str()) == error(4100, "Server is shutting down")
+        results = await asyncio.gather(*waiting)
+    codes = {code for code, _ in results}
+    times = sorted(at for _, at in results)
+    assert codes == {4200}
+    assert 1.0 <= times[-1] - times[0] <= 3.5
+    assert times[len(times) // 2] - times[0] >= 0.3  # not all at once, not all at the end
+    assert await asyncio.to_thread(server.process.wait, 10) == 0
