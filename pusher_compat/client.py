@@ -11,9 +11,8 @@
         async for event in client.events():
             print(event.channel, event.event, event.data)
 
-It answers the server's ``pusher:ping``, keeps presence member lists, and closes cleanly.
-Signatures are made locally with the app secret (:meth:`Client.sign_private`,
-:meth:`Client.sign_presence`): handy for trusted scripts, never for code shipped to users.
+It answers ``pusher:ping``, keeps presence member lists and closes cleanly. ``sign_private``
+and ``sign_presence`` sign with the app secret: for trusted scripts, never for user code.
 """
 
 from __future__ import annotations
@@ -53,8 +52,7 @@ class SubscriptionError(ClientError):
 
 @dataclass(frozen=True)
 class Event:
-    """One message from the server. ``data`` is decoded from JSON when it is a JSON string,
-    as pusher-js does; ``raw`` is the whole message as received."""
+    """A server message; ``data`` JSON-decoded as pusher-js does, ``raw`` as received."""
 
     event: str
     channel: str | None
@@ -64,11 +62,8 @@ class Event:
 
 
 def _decode(data: Any) -> Any:
-    if isinstance(data, str):
-        try:
-            return json.loads(data)
-        except ValueError:
-            return data
+    with contextlib.suppress(TypeError, ValueError):
+        return json.loads(data)
     return data
 
 
@@ -84,6 +79,8 @@ class Client:
         self.activity_timeout = activity_timeout
         self.members: dict[str, dict[str, Any]] = {}
         """Presence channel name → ``{user_id: user_info}``, kept up to date."""
+        self.closed = False
+        """True once the socket is closed (by either side); ``close_code`` then says how."""
         self.close_code: int | None = None
         self._buffer: list[Event] = []
         self._arrived = asyncio.Condition()
@@ -98,9 +95,7 @@ class Client:
     def sign_presence(self, channel: str, secret: str, user_id: str,
                       user_info: dict[str, Any] | None = None) -> tuple[str, str]:
         """``(auth, channel_data)`` for joining a ``presence-`` channel as ``user_id``."""
-        member: dict[str, Any] = {"user_id": user_id}
-        if user_info is not None:
-            member["user_info"] = user_info
+        member = {"user_id": user_id, **({} if user_info is None else {"user_info": user_info})}
         channel_data = json.dumps(member, separators=(",", ":"))
         string = signatures.channel_string(self.socket_id, channel, channel_data)
         return signatures.sign_auth(self.key, secret, string), channel_data
@@ -113,12 +108,10 @@ class Client:
         Raises :class:`SubscriptionError` on ``pusher:subscription_error`` (bad signature,
         bad name, presence limits) and :class:`TimeoutError` when nothing comes back.
         """
-        data: dict[str, Any] = {"channel": channel}
-        if auth is not None:
-            data["auth"] = auth
-        if channel_data is not None:
-            data["channel_data"] = (channel_data if isinstance(channel_data, str)
-                                    else json.dumps(channel_data, separators=(",", ":")))
+        if isinstance(channel_data, dict):
+            channel_data = json.dumps(channel_data, separators=(",", ":"))
+        data = {"channel": channel, "auth": auth, "channel_data": channel_data}
+        data = {name: value for name, value in data.items() if value is not None}
         waiter = asyncio.get_running_loop().create_future()
         self._pending[channel] = waiter
         try:
@@ -156,7 +149,7 @@ class Client:
         async def wait() -> Event:
             async with self._arrived:
                 while (found := match()) is None:
-                    if self._reader.done():
+                    if self.closed:
                         raise ClientError("connection closed", self.close_code)
                     await self._arrived.wait()
                 return found
@@ -180,7 +173,7 @@ class Client:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     await self._dispatch(json.loads(msg.data))
         finally:
-            self.close_code = self.ws.close_code
+            self.closed, self.close_code = True, self.ws.close_code
             for waiter in self._pending.values():
                 if not waiter.done():
                     waiter.set_exception(ClientError("connection closed", self.close_code))
@@ -199,11 +192,14 @@ class Client:
                 self.members[channel] = dict(data["presence"].get("hash", {}))
             if waiter and not waiter.done():
                 waiter.set_result(None)
-        elif name == "pusher:subscription_error" and channel and waiter and not waiter.done():
+            return
+        if name == "pusher:subscription_error" and channel:
             data = data if isinstance(data, dict) else {}
-            waiter.set_exception(SubscriptionError(channel, data.get("status"),
-                                                   str(data.get("error", data))))
-        elif name == "pusher_internal:member_added" and channel in self.members:
+            if waiter and not waiter.done():
+                waiter.set_exception(SubscriptionError(channel, data.get("status"),
+                                                       str(data.get("error", data))))
+            return
+        if name == "pusher_internal:member_added" and channel in self.members:
             self.members[channel][str(data["user_id"])] = data.get("user_info")
         elif name == "pusher_internal:member_removed" and channel in self.members:
             self.members[channel].pop(str(data["user_id"]), None)
@@ -235,20 +231,18 @@ async def connect(url: str, key: str, timeout: float = 10.0) -> AsyncIterator[Cl
     4003, over quota 4004...).
     """
     async with aiohttp.ClientSession() as session:
-        ws = await session.ws_connect(_socket_url(url, key), timeout=timeout, autoping=True)
-        try:
-            msg = await ws.receive(timeout)
-            message = json.loads(msg.data) if msg.type is aiohttp.WSMsgType.TEXT else {}
-            if message.get("event") != "pusher:connection_established":
-                data = _decode(message.get("data")) or {}
-                raise ClientError(f"connection refused: {data.get('message', msg)}",
-                                  data.get("code", ws.close_code))
-            established = _decode(message["data"])
-            client = Client(ws, key, established["socket_id"],
-                            int(established.get("activity_timeout", 120)))
-            try:
-                yield client
-            finally:
-                await client.close()
-        finally:
+        ws = await asyncio.wait_for(session.ws_connect(_socket_url(url, key)), timeout)
+        msg = await ws.receive(timeout)
+        message = json.loads(msg.data) if msg.type is aiohttp.WSMsgType.TEXT else {}
+        if message.get("event") != "pusher:connection_established":
             await ws.close()
+            data = _decode(message.get("data")) or {}
+            raise ClientError(f"connection refused: {data.get('message', msg)}",
+                              data.get("code", ws.close_code))
+        established = _decode(message["data"])
+        client = Client(ws, key, established["socket_id"],
+                        int(established.get("activity_timeout", 120)))
+        try:
+            yield client
+        finally:
+            await client.close()

@@ -41,7 +41,7 @@ class Connection:
     """One client connection of one app, from ``connection_established`` to close."""
 
     __slots__ = (
-        "_client_events", "_clock", "_hub", "_sink", "app", "channels",
+        "_client_events", "_clock", "_counters", "_hub", "_sink", "app", "channels",
         "last_activity", "opened_at", "ping_sent_at", "server", "socket_id", "state", "user_id",
         "user_info", "watchlist",
     )
@@ -63,6 +63,7 @@ class Connection:
         self.watchlist: tuple[str, ...] = ()
         self.state = State.OPEN
         self._hub = hub
+        self._counters = hub.counters(app.id)
         self._sink = sink
         self._clock = clock
         self.opened_at = self.last_activity = clock()
@@ -92,6 +93,9 @@ class Connection:
     def send(self, frame: bytes) -> None:
         if self.state is State.OPEN:
             self._sink.send(frame)
+            counters = self._counters
+            counters.ws_messages_out += 1
+            counters.ws_bytes_out += len(frame)
 
     def touch(self) -> None:
         """Any inbound traffic (text, WebSocket ping or pong) counts as activity."""
@@ -123,6 +127,8 @@ class Connection:
         if self.state is not State.OPEN:
             return
         self.touch()
+        self._counters.ws_messages_in += 1
+        self._counters.ws_bytes_in += len(text)
         try:
             self._dispatch(text)
         except PusherError as error:

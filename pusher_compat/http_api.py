@@ -220,6 +220,7 @@ class HttpApi:
 
     def _publish(self, app: AppConfig, events: list[_Event]) -> None:
         self._limit(self._event_rates[app.id], len(events), "events")
+        self._hub.counters(app.id).api_messages += len(events)
         for event in events:
             frame = wire.event_frame(event.name, event.data, event.channel)
             if kind_of(event.channel).cached:

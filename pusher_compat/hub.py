@@ -20,7 +20,7 @@ from .channels import USER_CHANNEL_PREFIX, ChannelKind, kind_of
 if TYPE_CHECKING:
     from .config import AppConfig
 
-__all__ = ["Channel", "Hub", "HubListener", "Member", "Subscriber"]
+__all__ = ["Channel", "Counters", "Hub", "HubListener", "Member", "Subscriber"]
 
 
 class Subscriber(Protocol):
@@ -90,6 +90,22 @@ class CachedEvent:
 
 
 @dataclass(slots=True)
+class Counters:
+    """Running totals of one app since start; statistics and metrics read them, nothing resets
+    them except ``connections_peak``, which the reader restarts at each interval."""
+
+    ws_messages_in: int = 0
+    ws_bytes_in: int = 0
+    """Characters of the text frames received (UTF-8 bytes for ASCII, the usual case)."""
+    ws_messages_out: int = 0
+    ws_bytes_out: int = 0
+    """Bytes of the frames queued for sending, WebSocket headers included."""
+    api_messages: int = 0
+    """Events published through the HTTP API, one per channel."""
+    connections_peak: int = 0
+
+
+@dataclass(slots=True)
 class _AppState:
     connections: dict[str, Subscriber] = field(default_factory=dict)
     channels: dict[str, Channel] = field(default_factory=dict)
@@ -98,6 +114,7 @@ class _AppState:
     """Connections whose sign-in watchlist names a user id, by that id."""
     cache: dict[str, CachedEvent] = field(default_factory=dict)
     """Last event of each cache channel, kept even while nobody is subscribed."""
+    counters: Counters = field(default_factory=Counters)
 
 
 def _discard(index: dict[str, dict[Subscriber, None]], key: str, connection: Subscriber) -> bool:
@@ -148,7 +165,18 @@ class Hub:
                 return socket_id
 
     def add(self, connection: Subscriber) -> None:
-        self._state(connection.app.id).connections[connection.socket_id] = connection
+        state = self._state(connection.app.id)
+        state.connections[connection.socket_id] = connection
+        state.counters.connections_peak = max(
+            state.counters.connections_peak, len(state.connections)
+        )
+
+    def counters(self, app_id: str) -> Counters:
+        return self._state(app_id).counters
+
+    def app_ids(self) -> list[str]:
+        """Apps that have had any activity."""
+        return list(self._apps)
 
     def remove(self, connection: Subscriber) -> None:
         """Forget a closed connection: leave every channel, then drop it from the indexes."""

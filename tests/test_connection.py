@@ -1512,3 +1512,29 @@ def test_listener_hears_nothing_of_user_channels(hub: Hub) -> None:
     client.subscribe("#server-to-user-1")
     client.conn.closed()
     assert recorder.events == []
+
+
+# -- counters for statistics and metrics ---------------------------------------------------
+
+
+def test_counters_add_up_messages_in_and_out_and_the_peak(hub: Hub) -> None:
+    first, second = connect(hub), connect(hub)
+    first.subscribe("news")
+    second.subscribe("news")
+    frame = wire.event_frame("e", "{}", "news")
+    hub.publish("1", "news", frame)
+    first.conn.closed()
+    counters = hub.counters("1")
+    sent = [*first.sink.frames, *second.sink.frames]  # handshakes were taken by connect()
+    handshakes = sum(len(wire.event_frame(
+        "pusher:connection_established",
+        {"socket_id": client.socket_id, "activity_timeout": SERVER.activity_timeout},
+    )) for client in (first, second))
+    assert counters.ws_messages_in == 2
+    assert counters.ws_bytes_in == 2 * len('{"event": "pusher:subscribe", "data": {"auth": "", '
+                                           '"channel": "news"}}')
+    assert len(sent) == 4
+    assert counters.ws_messages_out == 2 + len(sent)
+    assert counters.ws_bytes_out == handshakes + sum(len(f) for f in sent)
+    assert counters.connections_peak == 2
+    assert hub.connection_count("1") == 1
