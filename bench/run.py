@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Run the benchmark scenarios against our server and Soketi, side by side.
+
+    python bench/run.py --quick                    # ~2 minutes, both servers
+    python bench/run.py                            # full comparison, ~15 minutes
+    python bench/run.py --servers ours --only fanout-1k latency-1k
+
+Each step starts a fresh server (so memory and CPU figures of one scenario do not leak into
+the next), runs ``loadgen.py`` against it with ``--server-pid``, prints the JSON line with the
+server's name added, and appends it to ``--record``. Soketi 1.6.1 is installed into
+``bench/.soketi/`` with npm on first use. Every address is loopback; the open-files limit is
+raised to the hard limit for this process and the servers and load generator it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import report
+from procstat import raise_fd_limit
+
+__all__ = ["main"]
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+SOKETI_DIR = BENCH / ".soketi"
+SOKETI_BIN = SOKETI_DIR / "node_modules" / "@soketi" / "soketi" / "bin" / "server.js"
+SOKETI_PACKAGE = {
+    "name": "pusher-compat-bench-soketi",
+    "private": True,
+    "description": "Soketi for side-by-side benchmarks; installed by bench/run.py.",
+    "dependencies": {"@soketi/soketi": "1.6.1"},
+    "overrides": {"uWebSockets.js": "npm:@trufflesuite/uws-js-unofficial@20.30.0-unofficial.0"},
+}
+APP_ID, APP_KEY, APP_SECRET = "1001", "app-key", "app-secret"
+OUR_CONFIG = f"""\
+[server]
+host = "127.0.0.1"
+port = 0
+max_connections = 0
+
+[[apps]]
+id = "{APP_ID}"
+key = "{APP_KEY}"
+secret = "{APP_SECRET}"
+client_events = true
+max_connections = 0
+"""
+_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One scenario with its arguments, run once against every server."""
+
+    name: str
+    args: tuple[str, ...]
+    timeout: float
+
+
+QUICK = (
+    Step("fanout-1k", ("fanout", "--subscribers", "1000", "--events", "500"), 90),
+    Step("latency-1k", ("latency", "--subscribers", "1000", "--rate", "50", "--duration", "5",
+                        "--warmup", "1"), 90),
+    Step("channels-2k", ("channels", "--subscribers", "2000", "--channels", "200",
+                         "--events", "4000"), 90),
+    Step("connections", ("connections", "--levels", "1000,5000"), 120),
+    Step("presence-500", ("presence", "--subscribers", "500"), 90),
+)
+FULL = (
+    Step("fanout-1k", ("fanout", "--subscribers", "1000", "--events", "2000"), 180),
+    Step("fanout-10k", ("fanout", "--subscribers", "10000", "--events", "200"), 240),
+    Step("channels-10k", ("channels", "--subscribers", "10000", "--channels", "1000",
+                          "--events", "20000"), 240),
+    Step("latency-1k", ("latency", "--subscribers", "1000", "--rate", "50", "--duration", "20"),
+         180),
+    Step("connections", ("connections", "--levels", "1000,10000,19000,50000",
+                         "--source-addresses", "2"), 300),
+    Step("presence-2k", ("presence", "--subscribers", "2000", "--rounds", "2"), 180),
+)
+
+
+# -- servers -----------------------------------------------------------------------------
+
+
+class Server:
+    """A server under test, started fresh for each step and stopped after it."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log = workdir / f"{self.name}.log"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; only the process this object started."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def _spawn(self, command: Sequence[str], env: dict[str, str], cwd: Path) -> None:
+        log = self.log.open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        cwd=cwd, stdin=subprocess.DEVNULL)
+        log.close()
+
+    def _wait_listening(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: see {self.log}")
+            if self.port and _port_open(self.port):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start listening: see {self.log}")
+
+
+class OurServer(Server):
+    """``python -m pusher_compat serve`` on a free port, read from its log line."""
+
+    name = "ours"
+
+    def start(self) -> None:
+        config = self.workdir / "pusher-compat.toml"
+        config.write_text(OUR_CONFIG)
+        self.log.write_bytes(b"")
+        self._spawn([sys.executable, "-m", "pusher_compat", "serve", "--host", "127.0.0.1",
+                     "--port", "0", "--config", str(config)], dict(os.environ), REPO)
+        deadline = time.monotonic() + 30
+        while not self.port and time.monotonic() < deadline:
+            match = _LISTENING.search(self.log.read_text(errors="replace"))
+            if match:
+                self.port = int(match.group(1))
+            else:
+                time.sleep(0.05)
+        self._wait_listening(deadline)
+
+
+class Soketi(Server):
+    """Soketi 1.6.1 with every listener (HTTP/WS, metrics, UDP discovery) on 127.0.0.1."""
+
+    name = "soketi"
+
+    def start(self) -> None:
+        ensure_soketi()
+        self.port = _free_port()
+        config = self.workdir / "soketi.json"
+        config.write_text(json.dumps({
+            "host": "127.0.0.1", "port": self.port,
+            "cluster.address": "127.0.0.1", "cluster.unicast": "127.0.0.1",
+            "cluster.port": _free_port(socket.SOCK_DGRAM),
+            "metrics.host": "127.0.0.1", "metrics.port": _free_port(),
+            "appManager.array.apps.0.id": APP_ID, "appManager.array.apps.0.key": APP_KEY,
+            "appManager.array.apps.0.secret": APP_SECRET,
+            "appManager.array.apps.0.enableClientMessages": True,
+        }))
+        env = dict(os.environ, SOKETI_HOST="127.0.0.1", SOKETI_PORT=str(self.port))
+        self.log.write_bytes(b"")
+        self._spawn(["node", str(SOKETI_BIN), "start", f"--config={config}"], env, SOKETI_DIR)
+        self._wait_listening(time.monotonic() + 60)
+
+
+def ensure_soketi() -> None:
+    """Install Soketi 1.6.1 (with the uWebSockets.js override) into bench/.soketi once."""
+    if SOKETI_BIN.exists():
+        return
+    if shutil.which("npm") is None:
+        raise RuntimeError("npm is needed to install Soketi (bench/.soketi)")
+    SOKETI_DIR.mkdir(exist_ok=True)
+    (SOKETI_DIR / "package.json").write_text(json.dumps(SOKETI_PACKAGE, indent=2) + "\n")
+    print("installing Soketi 1.6.1 into bench/.soketi ...", file=sys.stderr, flush=True)
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=SOKETI_DIR, check=True,
+                   timeout=600)
+
+
+def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+SERVERS: dict[str, type[Server]] = {"ours": OurServer, "soketi": Soketi}
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def run_step(step: Step, server: Server, extra: Sequence[str]) -> dict[str, Any]:
+    """Start ``server``, run the scenario against it, stop it; the JSON line as a dict."""
+    server.start()
+    assert server.process is not None
+    command = [sys.executable, str(BENCH / "loadgen.py"), *step.args, "--port", str(server.port),
+               "--server-pid", str(server.process.pid), "--label", server.name,
+               "--app-id", APP_ID, "--key", APP_KEY, "--secret", APP_SECRET,
+               "--timeout", str(step.timeout), *extra]
+    print(f"== {step.name} on {server.name}: {' '.join(step.args)}", file=sys.stderr, flush=True)
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE, timeout=step.timeout + 60,
+                              cwd=REPO, check=False)
+        output = done.stdout.decode().strip().splitlines()
+        result = json.loads(output[-1]) if output else {"errors": 1, "first_errors": ["no output"]}
+    except subprocess.TimeoutExpired:
+        result = {"errors": 1, "first_errors": ["load generator timed out"]}
+    finally:
+        server.stop()
+    return {"step": step.name, "server": server.name, **result}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and short durations: about 2 minutes for two servers")
+    parser.add_argument("--servers", default="ours,soketi",
+                        help="comma-separated: ours, soketi (default both)")
+    parser.add_argument("--only", nargs="+", metavar="STEP",
+                        help="run only these steps (names: " + ", ".join(
+                            sorted({s.name for s in QUICK + FULL})) + ")")
+    parser.add_argument("--record", type=Path,
+                        help="append the JSON lines to this file "
+                             "(default bench/results/run-<UTC time>.jsonl)")
+    parser.add_argument("loadgen_args", nargs=argparse.REMAINDER,
+                        help="after --: extra arguments passed to every loadgen.py call")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    limit = raise_fd_limit()
+    print(f"open-files limit: {limit}", file=sys.stderr)
+    steps = [s for s in (QUICK if args.quick else FULL) if not args.only or s.name in args.only]
+    names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SERVERS]
+    if unknown or not steps:
+        print(f"run.py: unknown server {unknown} or no step selected", file=sys.stderr)
+        return 2
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = args.record or BENCH / "results" / f"run-{stamp}.jsonl"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    extra = [a for a in args.loadgen_args if a != "--"]
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="pusher-compat-bench-") as tmp:
+        for step in steps:
+            for name in names:
+                result = run_step(step, SERVERS[name](Path(tmp)), extra)
+                failures += bool(result.get("errors"))
+                line = json.dumps(result)
+                print(line, flush=True)
+                with record.open("a") as out:
+                    out.write(line + "\n")
+    print(f"recorded in {record}", file=sys.stderr)
+    records = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
+    print("\n".join(report.rows(records)), file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
