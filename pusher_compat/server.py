@@ -325,6 +325,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=server.shutdown_timeout)
     await runner.setup()
+    # Signals first: a SIGTERM right after the "listening" line must drain, not kill.
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(server))
     await site.start()
     for config in settings.apps:
@@ -335,10 +340,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for address in runner.addresses:
         log.info("pusher-compat listening on %s://%s:%s (WebSocket /app/{key}, API /apps/{id})",
                  scheme, address[0], address[1])
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down: not ready any more, closing connections")
     await app[GATEWAY].drain(server.drain_seconds)

@@ -1,0 +1,162 @@
+"""``pusher_compat.client`` against a real server process.
+
+Server events come from the unmodified Python ``pusher`` SDK (its blocking calls in a worker
+thread); presence, client events, refusals and pings are exercised between real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import aiohttp
+import pusher
+import pytest
+from conftest import ServerProcess
+
+from pusher_compat.client import Client, ClientError, SubscriptionError, connect
+
+
+def sdk(server: ServerProcess) -> pusher.Pusher:
+    return pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
+                         host=server.host, port=server.port, ssl=False)
+
+
+async def join(client: Client, server: ServerProcess, channel: str, user: str) -> None:
+    auth, channel_data = client.sign_presence(channel, server.secret, user, {"name": user})
+    await client.subscribe(channel, auth=auth, channel_data=channel_data)
+
+
+async def test_public_channel_receives_events_from_the_python_sdk(server: ServerProcess) -> None:
+    async with connect(server.url, server.key) as client:
+        assert client.socket_id.count(".") == 1
+        await client.subscribe("orders")
+        await asyncio.to_thread(sdk(server).trigger, "orders", "shipped", {"id": 17})
+        event = await client.next_event(channel="orders")
+        assert (event.event, event.channel, event.data) == ("shipped", "orders", {"id": 17})
+        # The raw message keeps data as the JSON string the server sent.
+        assert json.loads(event.raw["data"]) == {"id": 17}
+
+
+async def test_events_iterator_and_filters_keep_unmatched_events(server: ServerProcess) -> None:
+    async with connect(server.url, server.key) as client:
+        await client.subscribe("a")
+        await client.subscribe("b")
+        api = sdk(server)
+        await asyncio.to_thread(api.trigger, "a", "first", "1")
+        await asyncio.to_thread(api.trigger, "b", "second", "2")
+        # Asking for b's event first leaves a's in the buffer, in order.
+        assert (await client.next_event(channel="b")).event == "second"
+        seen = []
+        async for event in client.events():
+            seen.append((event.channel, event.event, event.data))
+            break
+        assert seen == [("a", "first", 1)]
+
+
+async def test_private_channel_signed_locally(server: ServerProcess) -> None:
+    async with connect(server.url, server.key) as client:
+        channel = "private-orders.17"
+        await client.subscribe(channel, auth=client.sign_private(channel, server.secret))
+        await asyncio.to_thread(sdk(server).trigger, channel, "updated", {"state": "paid"})
+        assert (await client.next_event(channel=channel)).data == {"state": "paid"}
+
+
+async def test_presence_members_and_client_events(server: ServerProcess) -> None:
+    room = "presence-room.1"
+    async with connect(server.url, server.key) as ann:
+        await join(ann, server, room, "ann")
+        assert ann.members == {room: {"ann": {"name": "ann"}}}
+        async with connect(server.url, server.key) as bob:
+            await join(bob, server, room, "bob")
+            assert set(bob.members[room]) == {"ann", "bob"}
+            added = await ann.next_event(channel=room, event="pusher_internal:member_added")
+            assert added.data == {"user_id": "bob", "user_info": {"name": "bob"}}
+            assert set(ann.members[room]) == {"ann", "bob"}
+
+            # A client event from Bob reaches Ann with his user_id, and not Bob himself.
+            await bob.trigger(room, "client-typing", {"typing": True})
+            typing = await ann.next_event(channel=room, event="client-typing")
+            assert (typing.data, typing.user_id) == ({"typing": True}, "bob")
+            with pytest.raises(TimeoutError):
+                await bob.next_event(event="client-typing", timeout=0.3)
+
+            users = await asyncio.to_thread(sdk(server).users_info, room)
+            assert sorted(user["id"] for user in users["users"]) == ["ann", "bob"]
+        # Leaving the block closed Bob's socket cleanly: the server saw him go.
+        removed = await ann.next_event(channel=room, event="pusher_internal:member_removed")
+        assert removed.data == {"user_id": "bob"}
+        assert set(ann.members[room]) == {"ann"}
+
+
+async def test_client_events_on_a_private_channel(server: ServerProcess) -> None:
+    channel = "private-chat"
+    async with connect(server.url, server.key) as a, connect(server.url, server.key) as b:
+        for client in (a, b):
+            await client.subscribe(channel, auth=client.sign_private(channel, server.secret))
+        await a.trigger(channel, "client-message", {"text": "hi"})
+        assert (await b.next_event(channel=channel)).data == {"text": "hi"}
+        with pytest.raises(ValueError, match="client-"):
+            await a.trigger(channel, "message", {})
+
+
+async def test_subscription_error_is_raised(server: ServerProcess) -> None:
+    async with connect(server.url, server.key) as client:
+        with pytest.raises(SubscriptionError) as refused:
+            await client.subscribe("private-x", auth=f"{server.key}:not-a-signature")
+        assert refused.value.status == 401
+        assert refused.value.channel == "private-x"
+        # Signed for another socket: refused too.
+        with pytest.raises(SubscriptionError):
+            await client.subscribe("private-y", auth=client.sign_private("private-z",
+                                                                         server.secret))
+        # The socket stays usable.
+        await client.subscribe("public")
+        assert not client.closed
+
+
+async def test_refused_connection_raises_with_the_close_code(server: ServerProcess) -> None:
+    with pytest.raises(ClientError) as refused:
+        async with connect(server.url, "no-such-key"):
+            pass
+    assert refused.value.code == 4001
+    with pytest.raises(ClientError) as disabled:
+        async with connect(server.url, "disabled-key"):
+            pass
+    assert disabled.value.code == 4003
+
+
+async def test_answers_server_pings(server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory("""
+        [server]
+        activity_timeout = 1
+        pong_timeout = 1
+
+        [[apps]]
+        id = "1001"
+        key = "app-key"
+        secret = "app-secret"
+    """)
+    async with connect(server.url, server.key) as client, aiohttp.ClientSession() as session:
+        assert client.activity_timeout == 1
+        await client.subscribe("ticks")
+        # A control socket that never answers pusher:ping is closed with 4201 meanwhile.
+        async with session.ws_connect(server.ws_url()) as silent:
+            async with asyncio.timeout(8):
+                async for _ in silent:
+                    pass
+            assert silent.close_code == 4201
+        await asyncio.sleep(1.5)
+        assert not client.closed
+        await asyncio.to_thread(sdk(server).trigger, "ticks", "tick", {"n": 1})
+        assert (await client.next_event(channel="ticks")).data == {"n": 1}
+
+
+async def test_next_event_after_server_close_raises(server: ServerProcess) -> None:
+    async with connect(server.url, server.key) as client:
+        server.stop()
+        with pytest.raises(ClientError) as closed:
+            await client.next_event(timeout=10)
+        assert client.closed
+        assert closed.value.code == 4200
