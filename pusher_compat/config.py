@@ -59,7 +59,7 @@ class WebhookEndpoint:
 
     def wants(self, event: Mapping[str, Any]) -> bool:
         """Whether this endpoint takes ``event`` (a webhook event object)."""
-        if self.event_types and event["name"] not in self.event_types:
+        if event["name"] not in (self.event_types or WEBHOOK_EVENTS):
             return False
         return str(event.get("channel", "")).startswith(self.channel_prefix)
 

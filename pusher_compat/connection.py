@@ -313,11 +313,12 @@ class Connection:
         user_id = member.user_id if member is not None else None
         frame = wire.event_frame(event, encoded, name, user_id)
         self._hub.publish(self.app.id, name, frame, self.socket_id)
-        hook: dict[str, Any] = {"name": "client_event", "channel": name, "event": event,
-                                "data": encoded, "socket_id": self.socket_id}
-        if user_id is not None:
-            hook["user_id"] = str(user_id)
-        self._hub.notify(self.app, hook)
+        if self._hub.listening:
+            hook: dict[str, Any] = {"name": "client_event", "channel": name, "event": event,
+                                    "data": encoded, "socket_id": self.socket_id}
+            if user_id is not None:
+                hook["user_id"] = str(user_id)
+            self._hub.notify(self.app, hook)
 
     def _check_client_event_limits(self, event: str, data: str) -> None:
         if len(event) > self.app.max_event_name_length:

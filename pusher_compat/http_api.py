@@ -226,6 +226,9 @@ class HttpApi:
             if kind_of(event.channel).cached:
                 self._hub.remember(app, event.channel, frame, event.data)
             self._hub.publish(app.id, event.channel, frame, event.socket_id)
+            if self._hub.listening:
+                self._hub.notify(app, {"name": "api_message", "channel": event.channel,
+                                       "event": event.name})
 
     # -- channel queries ---------------------------------------------------------------
 

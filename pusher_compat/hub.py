@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,7 +38,9 @@ class Subscriber(Protocol):
 
 
 class HubListener(Protocol):
-    """Told of channel-state changes, as webhook event objects (``{"name": ..., ...}``)."""
+    """Told of state changes as event objects (``{"name": ..., ...}``): the webhook events
+    (``channel_occupied``, ``member_added``...) and, for live debugging, ``connection_opened``
+    and ``connection_closed`` (with ``socket_id``) and ``api_message`` (``channel``, ``event``)."""
 
     def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None: ...
 
@@ -137,16 +139,21 @@ class Hub:
     """Connections, channels and presence of every app served by this process."""
 
     def __init__(
-        self, listener: HubListener | None = None, clock: Callable[[], float] = time.monotonic
+        self, listeners: Sequence[HubListener] = (), clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._apps: dict[str, _AppState] = {}
-        self._listener = listener
+        self._listeners = tuple(listeners)
         self._clock = clock
 
+    @property
+    def listening(self) -> bool:
+        """Whether anyone listens: callers skip building event objects when nobody does."""
+        return bool(self._listeners)
+
     def notify(self, app: AppConfig, event: dict[str, Any]) -> None:
-        """Pass a channel-state change to the listener (webhooks), if there is one."""
-        if self._listener is not None:
-            self._listener.channel_event(app, event)
+        """Pass a state change to the listeners (webhooks, the debug feed)."""
+        for listener in self._listeners:
+            listener.channel_event(app, event)
 
     def _state(self, app_id: str) -> _AppState:
         state = self._apps.get(app_id)
@@ -170,6 +177,9 @@ class Hub:
         state.counters.connections_peak = max(
             state.counters.connections_peak, len(state.connections)
         )
+        if self._listeners:
+            self.notify(connection.app,
+                        {"name": "connection_opened", "socket_id": connection.socket_id})
 
     def counters(self, app_id: str) -> Counters:
         return self._state(app_id).counters
@@ -189,6 +199,9 @@ class Hub:
         user_id = connection.user_id
         if user_id is not None and _discard(state.users, user_id, connection):
             self._notify_watchers(state, "offline", user_id)
+        if self._listeners:
+            self.notify(connection.app,
+                        {"name": "connection_closed", "socket_id": connection.socket_id})
 
     def connection_count(self, app_id: str | None = None) -> int:
         """Open connections of one app, or of all apps."""
@@ -276,7 +289,7 @@ class Hub:
             data = {"user_id": member.user_id, "user_info": member.user_info}
             frame = wire.event_frame("pusher_internal:member_added", data, name)
             self._fan_out(channel, frame, connection)
-        if self._listener is not None and not channel.kind.user:
+        if self._listeners and not channel.kind.user:
             if occupied:
                 self.notify(app, {"name": "channel_occupied", "channel": name})
             if first and member is not None:
@@ -306,7 +319,7 @@ class Hub:
                 self._fan_out(channel, frame, None)
         if not channel.subscribers:
             del state.channels[name]
-        if self._listener is not None and not channel.kind.user:
+        if self._listeners and not channel.kind.user:
             app = connection.app
             if gone is not None:
                 self.notify(app, {"name": "member_removed", "channel": name,

@@ -276,7 +276,7 @@ async def _up(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     """The aiohttp application serving ``settings``: WebSocket gateway plus HTTP API."""
     webhooks = Webhooks(settings.server) if any(a.webhooks for a in settings.apps) else None
-    hub = Hub(listener=webhooks)
+    hub = Hub(listeners=[webhooks] if webhooks else [])
     gateway = Gateway(settings, hub)
     app = web.Application(client_max_size=settings.server.max_request_bytes)
     app[HUB] = hub

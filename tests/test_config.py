@@ -171,3 +171,10 @@ def test_file_reads_the_auth_section(tmp_path: Path) -> None:
     assert auth is not None
     assert auth.jwt_secret == "change-me"
     assert load_settings(env={}).auth is None
+
+
+def test_webhook_endpoint_without_event_types_takes_only_webhook_events() -> None:
+    hook = WebhookEndpoint(url="https://example.com/hook")
+    assert hook.wants({"name": "member_added", "channel": "presence-room"})
+    assert not hook.wants({"name": "connection_opened", "socket_id": "1.1"})
+    assert not hook.wants({"name": "api_message", "channel": "news", "event": "e"})

@@ -13,7 +13,7 @@ from helpers import FakeClock, ListSink
 
 from pusher_compat import wire
 from pusher_compat.channels import channel_name_error
-from pusher_compat.config import AppConfig, ServerConfig
+from pusher_compat.config import WEBHOOK_EVENTS, AppConfig, ServerConfig
 from pusher_compat.connection import Connection, State
 from pusher_compat.hub import Hub
 from pusher_compat.signatures import channel_string, sign_auth, user_string
@@ -1372,6 +1372,9 @@ class Recorder:
     def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None:
         self.events.append(event)
 
+    def webhook_events(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["name"] in WEBHOOK_EVENTS]
+
 
 def remember(hub: Hub, channel: str, data: str, app: AppConfig = APP) -> bytes:
     frame = wire.event_frame("price", data, channel)
@@ -1439,7 +1442,7 @@ def test_prune_cache_frees_expired_events_only() -> None:
 
 def test_cache_miss_is_reported_to_the_listener() -> None:
     recorder = Recorder()
-    hub = Hub(listener=recorder)
+    hub = Hub(listeners=[recorder])
     connect(hub).subscribe("cache-prices")
     assert {"name": "cache_miss", "channel": "cache-prices"} in recorder.events
 
@@ -1458,13 +1461,13 @@ def test_resubscribing_a_cache_channel_does_not_replay_again(hub: Hub) -> None:
 
 def test_listener_hears_occupied_count_and_vacated_for_a_public_channel() -> None:
     recorder = Recorder()
-    hub = Hub(listener=recorder)
+    hub = Hub(listeners=[recorder])
     first, second = connect(hub), connect(hub)
     first.subscribe("news")
     second.subscribe("news")
     first.unsubscribe("news")
     second.conn.closed()
-    assert recorder.events == [
+    assert recorder.webhook_events() == [
         {"name": "channel_occupied", "channel": "news"},
         {"name": "subscription_count", "channel": "news", "subscription_count": 1},
         {"name": "subscription_count", "channel": "news", "subscription_count": 2},
@@ -1476,13 +1479,13 @@ def test_listener_hears_occupied_count_and_vacated_for_a_public_channel() -> Non
 
 def test_listener_hears_members_once_per_user_on_presence() -> None:
     recorder = Recorder()
-    hub = Hub(listener=recorder)
+    hub = Hub(listeners=[recorder])
     tab1, tab2 = connect(hub), connect(hub)
     tab1.join("presence-room", 7)
     tab2.join("presence-room", 7)
     tab1.conn.closed()
     tab2.conn.closed()
-    assert recorder.events == [
+    assert recorder.webhook_events() == [
         {"name": "channel_occupied", "channel": "presence-room"},
         {"name": "member_added", "channel": "presence-room", "user_id": "7"},
         {"name": "member_removed", "channel": "presence-room", "user_id": "7"},
@@ -1492,7 +1495,7 @@ def test_listener_hears_members_once_per_user_on_presence() -> None:
 
 def test_listener_hears_client_events_with_sender_and_user() -> None:
     recorder = Recorder()
-    hub = Hub(listener=recorder)
+    hub = Hub(listeners=[recorder])
     sender, receiver = connect(hub), connect(hub)
     sender.join("presence-room", "1")
     receiver.join("presence-room", "2")
@@ -1506,12 +1509,31 @@ def test_listener_hears_client_events_with_sender_and_user() -> None:
 
 def test_listener_hears_nothing_of_user_channels(hub: Hub) -> None:
     recorder = Recorder()
-    hub = Hub(listener=recorder)
+    hub = Hub(listeners=[recorder])
     client = connect(hub)
     client.signin('{"id":"1"}')
     client.subscribe("#server-to-user-1")
     client.conn.closed()
-    assert recorder.events == []
+    assert recorder.webhook_events() == []
+
+
+def test_listener_hears_connections_open_and_close() -> None:
+    recorder = Recorder()
+    hub = Hub(listeners=[recorder])
+    client = connect(hub)
+    client.conn.closed()
+    assert recorder.events == [
+        {"name": "connection_opened", "socket_id": client.socket_id},
+        {"name": "connection_closed", "socket_id": client.socket_id},
+    ]
+
+
+def test_every_listener_hears_every_event() -> None:
+    first, second = Recorder(), Recorder()
+    hub = Hub(listeners=[first, second])
+    connect(hub).subscribe("news")
+    assert first.events == second.events
+    assert len(first.events) == 3  # opened, occupied, count
 
 
 # -- counters for statistics and metrics ---------------------------------------------------

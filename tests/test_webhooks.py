@@ -349,7 +349,7 @@ def connect(hub: Hub, app: AppConfig, channel: str, user_id: str) -> Connection:
 async def test_presence_join_then_leave_sends_added_then_removed_and_vacated(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    hub = Hub(listener=await make_webhooks())
+    hub = Hub(listeners=[await make_webhooks()])
     app = app_with(WebhookEndpoint(receiver.url()))
     connection = connect(hub, app, "presence-room", "7")
     await receiver.wait(1)
@@ -366,7 +366,7 @@ async def test_presence_join_then_leave_sends_added_then_removed_and_vacated(
 async def test_presence_leave_and_rejoin_within_the_delay_sends_nothing_for_the_flap(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    hub = Hub(listener=await make_webhooks())
+    hub = Hub(listeners=[await make_webhooks()])
     app = app_with(WebhookEndpoint(receiver.url()))
     connect(hub, app, "presence-room", "7").closed()  # a page reload...
     connect(hub, app, "presence-room", "7")  # ...reconnects at once
@@ -380,7 +380,7 @@ async def test_presence_leave_and_rejoin_within_the_delay_sends_nothing_for_the_
 async def test_client_event_on_presence_carries_sender_socket_and_user(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    hub = Hub(listener=await make_webhooks())
+    hub = Hub(listeners=[await make_webhooks()])
     app = app_with(WebhookEndpoint(receiver.url(), event_types=("client_event",)))
     sender = connect(hub, app, "presence-room", "7")
     sender.receive(json.dumps(
