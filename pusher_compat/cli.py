@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, logs
 from .config import ConfigError, load_settings
+from .stats import add_stats_commands
 
 __all__ = ["main"]
 
@@ -45,25 +45,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-key", metavar="PEM", help="private key of --ssl-cert")
     serve.add_argument("--ssl-ca", metavar="PEM",
                        help="CA bundle to verify client certificates with (optional)")
+    serve.add_argument("--log-format", choices=("text", "json"),
+                       help="log lines as text or one JSON object each (default text)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        help="logging level (default info)")
+    add_stats_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "stats":
+        return int(args.run(args))
     try:
         settings = load_settings(args.config, host=args.host, port=args.port,
                                  log_level=args.log_level, ssl_cert=args.ssl_cert,
-                                 ssl_key=args.ssl_key, ssl_ca=args.ssl_ca)
+                                 ssl_key=args.ssl_key, ssl_ca=args.ssl_ca,
+                                 log_format=args.log_format)
     except ConfigError as error:
         print(f"pusher-compat: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.server.log_level, settings.server.log_format)
     from .server import run
 
     run(settings)

@@ -146,6 +146,14 @@ class ServerConfig:
     ssl_ca: str = ""
     """Optional CA bundle to verify client certificates with (mutual TLS)."""
     log_level: str = "info"
+    log_format: str = "text"
+    """``text`` (human-readable lines) or ``json`` (one JSON object per line), on stderr."""
+    stats_path: str = ""
+    """SQLite file the per-app statistics are recorded in; empty = no statistics."""
+    stats_interval_seconds: float = 60.0
+    """Statistics are recorded once per this many seconds, per app."""
+    stats_retention_days: int = 30
+    """Statistics older than this are deleted as new ones are recorded; 0 = kept forever."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +309,10 @@ def load_settings(
     server = ServerConfig(**server_values)
     if server.log_level not in _LOG_LEVELS:
         raise ConfigError(f"{source}: server.log_level must be one of {', '.join(_LOG_LEVELS)}")
+    if server.log_format not in ("text", "json"):
+        raise ConfigError(f"{source}: server.log_format must be text or json")
+    if server.stats_interval_seconds <= 0:
+        raise ConfigError(f"{source}: server.stats_interval_seconds must be positive")
     if server.activity_timeout < 1:
         raise ConfigError(f"{source}: server.activity_timeout must be at least 1 second")
     _check_tls(server, source)

@@ -20,6 +20,8 @@ from .channels import USER_CHANNEL_PREFIX, channel_name_error, kind_of
 from .config import AppConfig, Settings
 from .hub import Hub
 from .limits import PerSecond
+from .metrics import counted
+from .stats import StatisticsApi
 
 __all__ = ["HttpApi"]
 
@@ -76,7 +78,9 @@ class HttpApi:
         hub: Hub,
         clock: Callable[[], float] = time.time,
         webhooks: DeliveryLog | None = None,
+        statistics: StatisticsApi | None = None,
     ) -> None:
+        self._statistics = statistics
         self._settings = settings
         self._hub = hub
         self._webhooks = webhooks
@@ -89,7 +93,10 @@ class HttpApi:
 
     def routes(self) -> list[web.RouteDef]:
         wrap = self._endpoint
+        statistics = self._statistics
         return [
+            *([web.get("/apps/{app_id}/statistics", wrap(statistics.statistics))]
+              if statistics is not None else []),
             web.post("/apps/{app_id}/events", wrap(self.events)),
             web.post("/apps/{app_id}/batch_events", wrap(self.batch_events)),
             web.get("/apps/{app_id}/channels", wrap(self.channels)),
@@ -122,7 +129,7 @@ class HttpApi:
             except ApiError as error:
                 return error.response()
 
-        return endpoint
+        return counted(endpoint)
 
     def _authenticate(self, request: web.Request, body: bytes) -> AppConfig:
         """Find the app, verify the request signature, refuse disabled apps."""

@@ -24,6 +24,8 @@ from .config import AppConfig, ServerConfig, Settings
 from .connection import Connection
 from .http_api import HttpApi
 from .hub import Hub
+from .metrics import METRICS, Metrics, metrics_handler
+from .stats import SqliteStore, StatisticsApi, StatisticsLogger
 from .webhooks import Webhooks
 from .wire import Code, PusherError
 
@@ -278,7 +280,16 @@ def create_app(settings: Settings) -> web.Application:
     webhooks = Webhooks(settings.server) if any(a.webhooks for a in settings.apps) else None
     hub = Hub(listeners=[webhooks] if webhooks else [])
     gateway = Gateway(settings, hub)
-    app = web.Application(client_max_size=settings.server.max_request_bytes)
+    server = settings.server
+    store = SqliteStore(server.stats_path) if server.stats_path else None
+    stats_logger = None
+    if store is not None:
+        stats_logger = StatisticsLogger(
+            hub, webhooks, store, interval=server.stats_interval_seconds,
+            retention_seconds=server.stats_retention_days * 86400,
+        )
+    app = web.Application(client_max_size=server.max_request_bytes)
+    app[METRICS] = Metrics(hub, webhooks, settings.apps)
     app[HUB] = hub
     app[SETTINGS] = settings
     app[GATEWAY] = gateway
@@ -288,7 +299,9 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/app/{tail:.*}", gateway.bad_path),
         web.get("/up", _up),
         web.get("/ready", gateway.ready),
-        *HttpApi(settings, hub, webhooks=webhooks).routes(),
+        web.get("/metrics", metrics_handler),
+        *HttpApi(settings, hub, webhooks=webhooks,
+                 statistics=StatisticsApi(store, hub)).routes(),
     ])
     if settings.auth is not None:
         app.add_routes(BroadcastingAuth(settings.apps, settings.auth).routes())
@@ -296,13 +309,20 @@ def create_app(settings: Settings) -> web.Application:
     async def background(app: web.Application) -> AsyncIterator[None]:
         if webhooks is not None:
             await webhooks.start()
-        task = asyncio.create_task(gateway.check_activity())
+        tasks = [asyncio.create_task(gateway.check_activity())]
+        if stats_logger is not None:
+            tasks.append(asyncio.create_task(stats_logger.run()))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if webhooks is not None:
             await webhooks.close()
+        if stats_logger is not None:
+            await stats_logger.stop()
+        if store is not None:
+            store.close()
 
     async def on_shutdown(app: web.Application) -> None:
         count = hub.connection_count()

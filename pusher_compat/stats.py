@@ -72,7 +72,6 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 __all__ = [
-    "DEFAULT_PATH",
     "DEFAULT_URL",
     "DeliveryLog",
     "Snapshot",
@@ -87,9 +86,7 @@ __all__ = [
 
 log = logging.getLogger("pusher_compat.stats")
 
-DEFAULT_PATH = "pusher-compat-stats.sqlite3"
 DEFAULT_URL = "http://127.0.0.1:6001"
-DEFAULT_RETENTION_DAYS = 30
 _DAY = 86400.0
 _DEFAULT_RANGE = 3600.0
 """Seconds before ``to`` that ``GET /apps/{id}/statistics`` covers without ``from``."""
@@ -512,11 +509,10 @@ def prune_command(args: argparse.Namespace) -> int:
         except ConfigError as error:
             print(f"pusher-compat: configuration error: {error}", file=sys.stderr)
             return 2
-        # Until ServerConfig has these fields, fall back to their defaults.
         if path is None:
-            path = getattr(server, "stats_path", DEFAULT_PATH)
+            path = server.stats_path
         if days is None:
-            days = getattr(server, "stats_retention_days", DEFAULT_RETENTION_DAYS)
+            days = server.stats_retention_days
     if not path:
         print("pusher-compat stats prune: statistics are off (stats_path is empty)",
               file=sys.stderr)
