@@ -3,12 +3,15 @@ and a settable clock."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
-__all__ = ["FakeClock", "ListSink", "unframe"]
+from aiohttp import ClientWebSocketResponse, WSMsgType
+
+__all__ = ["FakeClock", "ListSink", "WsClient", "unframe"]
 
 
 def unframe(frame: bytes) -> str:
@@ -70,3 +73,46 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class WsClient:
+    """A raw protocol-7 WebSocket client of a server under test, past its handshake."""
+
+    timeout = 2.0
+
+    def __init__(self, ws: ClientWebSocketResponse, socket_id: str) -> None:
+        self.ws = ws
+        self.socket_id = socket_id
+
+    @classmethod
+    async def handshake(cls, ws: ClientWebSocketResponse) -> Self:
+        """Read ``pusher:connection_established`` from a fresh ``ws``."""
+        frame = json.loads(await _text(ws, cls.timeout))
+        assert frame["event"] == "pusher:connection_established", frame
+        return cls(ws, json.loads(frame["data"])["socket_id"])
+
+    async def text(self) -> str:
+        return await _text(self.ws, self.timeout)
+
+    async def frame(self) -> dict[str, Any]:
+        return json.loads(await self.text())
+
+    async def send(self, event: str, data: Any) -> None:
+        await self.ws.send_str(json.dumps({"event": event, "data": data}))
+
+    async def drain(self) -> list[dict[str, Any]]:
+        """Frames received before the answer to a ``pusher:ping`` sent now."""
+        await self.send("pusher:ping", {})
+        frames = []
+        while (frame := await self.frame())["event"] != "pusher:pong":
+            frames.append(frame)
+        return frames
+
+    async def expect_silent(self) -> None:
+        assert await self.drain() == []
+
+
+async def _text(ws: ClientWebSocketResponse, timeout: float) -> str:
+    message = await asyncio.wait_for(ws.receive(), timeout)
+    assert message.type is WSMsgType.TEXT, message
+    return message.data

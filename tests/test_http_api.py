@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, WSMsgType
 from aiohttp.test_utils import TestClient
+from helpers import WsClient
 
 from pusher_compat import signatures
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -108,43 +109,12 @@ async def expect_error(response: ClientResponse, status: int) -> str:
 # -- WebSocket clients -----------------------------------------------------------------------
 
 
-class Socket:
-    """A raw protocol-7 WebSocket client."""
-
-    def __init__(self, ws: Any, socket_id: str) -> None:
-        self.ws = ws
-        self.socket_id = socket_id
+class Socket(WsClient):
+    """A raw protocol-7 WebSocket client of the test server."""
 
     @classmethod
     async def connect(cls, client: TestClient) -> Socket:
-        ws = await client.ws_connect(f"/app/{KEY}?protocol=7")
-        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
-        assert msg.type is WSMsgType.TEXT, msg
-        frame = json.loads(msg.data)
-        assert frame["event"] == "pusher:connection_established"
-        return cls(ws, json.loads(frame["data"])["socket_id"])
-
-    async def text(self) -> str:
-        msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
-        assert msg.type is WSMsgType.TEXT, msg
-        return msg.data
-
-    async def frame(self) -> dict[str, Any]:
-        return json.loads(await self.text())
-
-    async def send(self, event: str, data: Any) -> None:
-        await self.ws.send_str(json.dumps({"event": event, "data": data}))
-
-    async def drain(self) -> list[dict[str, Any]]:
-        """Frames received before the answer to a ``pusher:ping`` sent now."""
-        await self.send("pusher:ping", {})
-        frames = []
-        while (frame := await self.frame())["event"] != "pusher:pong":
-            frames.append(frame)
-        return frames
-
-    async def expect_silent(self) -> None:
-        assert await self.drain() == []
+        return await cls.handshake(await client.ws_connect(f"/app/{KEY}?protocol=7"))
 
     async def subscribe(self, channel: str, user_id: str | None = None) -> None:
         data: dict[str, Any] = {"auth": "", "channel": channel}

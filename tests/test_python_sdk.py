@@ -18,6 +18,8 @@ import pusher
 import pusher.errors
 import pytest
 from aiohttp import WSMsgType
+from conftest import ServerProcess
+from helpers import WsClient
 
 from pusher_compat import signatures
 
@@ -31,37 +33,11 @@ def event_text(event: str, channel: str, data: str) -> str:
                       separators=(",", ":"), ensure_ascii=False)
 
 
-class Socket:
-    """A raw protocol-7 WebSocket client of the server under test."""
+class Socket(WsClient):
+    """A raw protocol-7 WebSocket client that signs with the app's credentials."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, socket_id: str, key: str,
-                 secret: str) -> None:
-        self.ws = ws
-        self.socket_id = socket_id
-        self.key = key
-        self.secret = secret
-
-    async def text(self) -> str:
-        msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
-        assert msg.type is WSMsgType.TEXT, msg
-        return msg.data
-
-    async def frame(self) -> dict[str, Any]:
-        return json.loads(await self.text())
-
-    async def send(self, event: str, data: Any) -> None:
-        await self.ws.send_str(json.dumps({"event": event, "data": data}))
-
-    async def drain(self) -> list[dict[str, Any]]:
-        """Frames received before the answer to a ``pusher:ping`` sent now."""
-        await self.send("pusher:ping", {})
-        frames = []
-        while (frame := await self.frame())["event"] != "pusher:pong":
-            frames.append(frame)
-        return frames
-
-    async def expect_silent(self) -> None:
-        assert await self.drain() == []
+    key = ServerProcess.key
+    secret = ServerProcess.secret
 
     async def subscribe_with(self, channel: str, auth: dict[str, Any]) -> dict[str, Any]:
         """Subscribe with an auth endpoint's response; return ``subscription_succeeded``."""
@@ -108,12 +84,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def connect(server, session) -> Callable[[], Awaitable[Socket]]:
     async def connect() -> Socket:
-        ws = await session.ws_connect(server.ws_url())
-        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
-        assert msg.type is WSMsgType.TEXT, msg
-        frame = json.loads(msg.data)
-        assert frame["event"] == "pusher:connection_established"
-        return Socket(ws, json.loads(frame["data"])["socket_id"], server.key, server.secret)
+        return await Socket.handshake(await session.ws_connect(server.ws_url()))
 
     return connect
 
