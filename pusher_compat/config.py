@@ -152,6 +152,8 @@ class ServerConfig:
     """SQLite file the per-app statistics are recorded in; empty = no statistics."""
     stats_interval_seconds: float = 60.0
     """Statistics are recorded once per this many seconds, per app."""
+    dashboard_password: str = ""
+    """Password of the web dashboard at ``/dashboard``; empty = no dashboard."""
     stats_retention_days: int = 30
     """Statistics older than this are deleted as new ones are recorded; 0 = kept forever."""
 

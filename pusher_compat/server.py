@@ -22,8 +22,9 @@ from . import wire
 from .broadcasting_auth import BroadcastingAuth
 from .config import AppConfig, ServerConfig, Settings
 from .connection import Connection
+from .dashboard import Dashboard
 from .http_api import HttpApi
-from .hub import Hub
+from .hub import Hub, HubListener
 from .metrics import METRICS, Metrics, metrics_handler
 from .stats import SqliteStore, StatisticsApi, StatisticsLogger
 from .webhooks import Webhooks
@@ -278,10 +279,16 @@ async def _up(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     """The aiohttp application serving ``settings``: WebSocket gateway plus HTTP API."""
     webhooks = Webhooks(settings.server) if any(a.webhooks for a in settings.apps) else None
-    hub = Hub(listeners=[webhooks] if webhooks else [])
-    gateway = Gateway(settings, hub)
     server = settings.server
     store = SqliteStore(server.stats_path) if server.stats_path else None
+    # The dashboard listens to the hub and reads it: built first, given the hub after.
+    dashboard = (Dashboard(settings, None, server.dashboard_password, store=store)
+                 if server.dashboard_password else None)
+    listeners: list[HubListener] = [x for x in (webhooks, dashboard) if x is not None]
+    hub = Hub(listeners=listeners)
+    if dashboard is not None:
+        dashboard.hub = hub
+    gateway = Gateway(settings, hub)
     stats_logger = None
     if store is not None:
         stats_logger = StatisticsLogger(
@@ -305,10 +312,14 @@ def create_app(settings: Settings) -> web.Application:
     ])
     if settings.auth is not None:
         app.add_routes(BroadcastingAuth(settings.apps, settings.auth).routes())
+    if dashboard is not None:
+        app.add_routes(dashboard.routes())
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         if webhooks is not None:
             await webhooks.start()
+        if dashboard is not None:
+            await dashboard.start()
         tasks = [asyncio.create_task(gateway.check_activity())]
         if stats_logger is not None:
             tasks.append(asyncio.create_task(stats_logger.run()))
@@ -319,6 +330,8 @@ def create_app(settings: Settings) -> web.Application:
                 await task
         if webhooks is not None:
             await webhooks.close()
+        if dashboard is not None:
+            await dashboard.close()
         if stats_logger is not None:
             await stats_logger.stop()
         if store is not None:

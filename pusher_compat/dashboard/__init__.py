@@ -1,0 +1,313 @@
+"""The web dashboard: live charts, channels, a debug console and a test-event form.
+
+Served under ``/dashboard`` when ``[server] dashboard_password`` is set. Logging in with the
+password sets an HttpOnly, ``SameSite=Strict`` cookie signed with a per-process random key (so a
+restart logs everyone out); every ``/dashboard/api/`` route answers 401 without it. The page
+itself is plain HTML, CSS and JavaScript from ``static/``: no CDN, no build step.
+
+The :class:`Dashboard` is a :class:`~pusher_compat.hub.HubListener`: it keeps the last
+:data:`EVENT_LOG_SIZE` events of each app (connections, subscriptions, client and API events)
+for the browser to poll, and a background task samples connections and messages per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import secrets
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .. import wire
+from ..channels import channel_name_error, kind_of
+from ..config import AppConfig, Settings
+from ..hub import Hub
+from ..signatures import hmac_hex
+from ..stats import SqliteStore
+
+__all__ = ["EVENT_LOG_SIZE", "SAMPLE_COUNT", "Dashboard"]
+
+STATIC = Path(__file__).resolve().parent / "static"
+EVENT_LOG_SIZE = 500
+"""Events kept per app for the live log."""
+SAMPLE_COUNT = 300
+"""Per-second samples kept per app for the live charts (five minutes)."""
+COOKIE = "pusher_compat_dashboard"
+SESSION_SECONDS = 12 * 3600
+_LOGIN_FAILURE_DELAY = 0.5
+"""Seconds a wrong password waits before its answer, to slow guessing down."""
+_HISTORY_SECONDS = 24 * 3600
+_MAX_TRIGGER_DATA = 10240
+
+
+def _see_other(location: str) -> web.Response:
+    """A 303 redirect, as a plain response so that it can carry a cookie."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+class Dashboard:
+    """Serves the dashboard and listens to the hub for its live event log."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub | None,
+        password: str,
+        store: SqliteStore | None = None,
+        sample_interval: float = 1.0,
+    ) -> None:
+        """``hub`` may be ``None`` and assigned to :attr:`hub` later, when the hub has to be
+        built with this dashboard among its listeners. ``store`` holds the recorded statistics
+        shown as history; ``None`` shows live samples only."""
+        if not password:
+            raise ValueError("the dashboard needs a password")
+        self.hub = hub
+        self._settings = settings
+        self._password = password
+        self._store = store
+        self._interval = sample_interval
+        self._apps = {app.id: app for app in settings.apps}
+        self._key = secrets.token_hex(32)
+        self._seq = itertools.count(1)
+        self._events: dict[str, deque[dict[str, Any]]] = {
+            app_id: deque(maxlen=EVENT_LOG_SIZE) for app_id in self._apps
+        }
+        self._samples: dict[str, deque[dict[str, float]]] = {
+            app_id: deque(maxlen=SAMPLE_COUNT) for app_id in self._apps
+        }
+        self._last_totals: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- hub listener ------------------------------------------------------------------
+
+    def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None:
+        """Record one hub event in the app's log, stamped with a sequence number and time."""
+        log = self._events.get(app.id)
+        if log is None:
+            return
+        entry = {"seq": next(self._seq), "time": time.time(), **event}
+        data = entry.get("data")
+        if isinstance(data, str) and len(data) > 2000:
+            entry["data"] = data[:2000] + "…"
+        log.append(entry)
+
+    # -- sampling ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start sampling connections and messages once per ``sample_interval``."""
+        if self._task is None:
+            self.sample()
+            self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop sampling."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            self.sample()
+
+    def sample(self) -> None:
+        """Append one sample per app: open connections and messages since the last sample."""
+        hub = self.hub
+        if hub is None:
+            return
+        now = time.time()
+        for app_id, samples in self._samples.items():
+            counters = hub.counters(app_id)
+            total = counters.ws_messages_in + counters.ws_messages_out + counters.api_messages
+            previous = self._last_totals.get(app_id, total)
+            self._last_totals[app_id] = total
+            samples.append({
+                "time": now,
+                "connections": hub.connection_count(app_id),
+                "messages": max(0, total - previous),
+            })
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def _cookie_value(self) -> str:
+        expires = str(int(time.time()) + SESSION_SECONDS)
+        return f"{expires}.{hmac_hex(self._key, expires)}"
+
+    def _signed_in(self, request: web.Request) -> bool:
+        expires, _, signature = request.cookies.get(COOKIE, "").partition(".")
+        if not expires.isdigit() or int(expires) < time.time():
+            return False
+        return hmac.compare_digest(signature, hmac_hex(self._key, expires))
+
+    def _require(self, request: web.Request) -> None:
+        if not self._signed_in(request):
+            raise web.HTTPUnauthorized(
+                text='{"error": "Log in to the dashboard first"}', content_type="application/json"
+            )
+
+    def _app(self, request: web.Request) -> AppConfig:
+        self._require(request)
+        app = self._apps.get(request.match_info["app_id"])
+        if app is None:
+            raise web.HTTPNotFound(
+                text='{"error": "Unknown app"}', content_type="application/json"
+            )
+        return app
+
+    def _hub(self) -> Hub:
+        if self.hub is None:
+            raise web.HTTPServiceUnavailable(text="The dashboard is not attached to a hub\n")
+        return self.hub
+
+    # -- routes ------------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        """The dashboard's routes: pages, JSON API and static files."""
+        return [
+            web.get("/dashboard", self.page),
+            web.get("/dashboard/", self.page),
+            web.post("/dashboard/login", self.login),
+            web.post("/dashboard/logout", self.logout),
+            web.get("/dashboard/api/apps", self.apps),
+            web.get("/dashboard/api/{app_id}/channels", self.channels),
+            web.get("/dashboard/api/{app_id}/events", self.events),
+            web.get("/dashboard/api/{app_id}/series", self.series),
+            web.get("/dashboard/api/{app_id}/history", self.history),
+            web.post("/dashboard/api/{app_id}/trigger", self.trigger),
+            web.static("/dashboard/static", STATIC),
+        ]
+
+    @staticmethod
+    def _html(name: str, status: int = 200, error: str = "") -> web.Response:
+        text = (STATIC / name).read_text().replace("{{error}}", error)
+        response = web.Response(text=text, status=status, content_type="text/html")
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'"
+        )
+        return response
+
+    async def page(self, request: web.Request) -> web.Response:
+        """The dashboard when signed in, the login form otherwise."""
+        if self._signed_in(request):
+            return self._html("index.html")
+        return self._html("login.html")
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        """Check the form's password; on success set the session cookie and go to the page."""
+        form = await request.post()
+        given = form.get("password")
+        if not isinstance(given, str) or not hmac.compare_digest(
+            given.encode(), self._password.encode()
+        ):
+            await asyncio.sleep(_LOGIN_FAILURE_DELAY)
+            return self._html("login.html", status=401,
+                              error='<p class="error" role="alert">Wrong password.</p>')
+        response = _see_other("/dashboard")
+        response.set_cookie(
+            COOKIE, self._cookie_value(), max_age=SESSION_SECONDS, path="/dashboard",
+            httponly=True, samesite="Strict", secure=request.secure,
+        )
+        return response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        """Forget the session cookie."""
+        response = _see_other("/dashboard")
+        response.del_cookie(COOKIE, path="/dashboard")
+        return response
+
+    async def apps(self, request: web.Request) -> web.Response:
+        """The configured apps, with their open connection counts."""
+        self._require(request)
+        hub = self._hub()
+        return web.json_response({"apps": [
+            {"id": app.id, "key": app.key, "enabled": app.enabled,
+             "connections": hub.connection_count(app.id)}
+            for app in self._apps.values()
+        ]})
+
+    async def channels(self, request: web.Request) -> web.Response:
+        """Occupied channels: type, subscriptions and, for presence, the members."""
+        app = self._app(request)
+        hub = self._hub()
+        channels = []
+        for channel in sorted(hub.channels(app.id), key=lambda c: c.name):
+            item: dict[str, Any] = {
+                "name": channel.name, "type": channel.kind.name,
+                "subscription_count": channel.subscription_count,
+            }
+            if channel.kind.presence:
+                item["user_count"] = channel.user_count
+                item["members"] = [
+                    {"user_id": m.user_id, "user_info": m.user_info}
+                    for m in channel.members.values()
+                ]
+            channels.append(item)
+        return web.json_response({"connections": hub.connection_count(app.id),
+                                  "channels": channels})
+
+    async def events(self, request: web.Request) -> web.Response:
+        """Logged events with ``seq`` greater than ``after`` (all kept ones without it)."""
+        app = self._app(request)
+        after_text = request.query.get("after", "0")
+        after = int(after_text) if after_text.isdigit() else 0
+        events = [e for e in self._events[app.id] if e["seq"] > after]
+        return web.json_response({"events": events})
+
+    async def series(self, request: web.Request) -> web.Response:
+        """The live per-second samples, oldest first."""
+        app = self._app(request)
+        return web.json_response({"interval": self._interval,
+                                  "samples": list(self._samples[app.id])})
+
+    async def history(self, request: web.Request) -> web.Response:
+        """Recorded statistics of the last day (``recorded: false`` when none are kept)."""
+        app = self._app(request)
+        if self._store is None:
+            return web.json_response({"recorded": False, "rows": []})
+        now = time.time()
+        rows = await asyncio.to_thread(self._store.query, app.id, now - _HISTORY_SECONDS, now)
+        return web.json_response({"recorded": True, "rows": rows})
+
+    async def trigger(self, request: web.Request) -> web.Response:
+        """Publish a test event (JSON ``channel``, ``event``, ``data``) to the app's clients."""
+        app = self._app(request)
+        hub = self._hub()
+        if request.content_type != "application/json":
+            # A cross-site form cannot send JSON without a CORS preflight, which fails here.
+            raise web.HTTPUnsupportedMediaType(text="Send JSON\n")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="Invalid JSON\n") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="Expected a JSON object\n")
+        channel, name, data = body.get("channel"), body.get("event"), body.get("data", "")
+        if not isinstance(channel, str) or not isinstance(name, str) or not name:
+            raise web.HTTPBadRequest(text="channel and event are required strings\n")
+        problem = channel_name_error(channel, app.max_channel_name_length)
+        if problem is None and len(name) > app.max_event_name_length:
+            problem = "Event name too long"
+        encoded = data if isinstance(data, str) else wire.dumps(data).decode()
+        if problem is None and len(encoded.encode()) > min(app.max_event_payload_bytes,
+                                                           _MAX_TRIGGER_DATA):
+            problem = "Event data too large"
+        if problem is not None:
+            return web.json_response({"error": problem}, status=400)
+        frame = wire.event_frame(name, encoded, channel)
+        hub.counters(app.id).api_messages += 1
+        if kind_of(channel).cached:
+            hub.remember(app, channel, frame, encoded)
+        hub.publish(app.id, channel, frame)
+        hub.notify(app, {"name": "api_message", "channel": channel, "event": name,
+                         "data": encoded, "source": "dashboard"})
+        return web.json_response({"ok": True})

@@ -1,0 +1,208 @@
+"""The dashboard in headless Chromium: log in, watch a client connect, see a triggered event in
+the debug console, send a test event from the form that a WebSocket client receives.
+
+The server is ``create_app`` with ``dashboard_password`` set, on a free loopback port in the
+test's own event loop; Playwright's async API drives Debian's Chromium. The screenshot is saved as
+``artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from helpers import WsClient
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from pusher_compat import signatures
+from pusher_compat.config import AppConfig, ServerConfig, Settings
+from pusher_compat.dashboard import COOKIE, Dashboard
+from pusher_compat.hub import Hub
+from pusher_compat.server import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOT = ROOT / "artifacts" / "dashboard.png"
+TIMEOUT_MS = 10_000
+
+APP_ID, KEY, SECRET = "1001", "app-key", "app-secret"
+PASSWORD = "correct horse battery staple"
+
+
+class Server:
+    """``create_app`` with the dashboard wired in, listening on ``url``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def trigger(self, session: aiohttp.ClientSession, channel: str, event: str,
+                      data: str) -> None:
+        """Publish through the signed HTTP API, as a backend would."""
+        path = f"/apps/{APP_ID}/events"
+        body = json.dumps({"name": event, "channel": channel, "data": data}).encode()
+        params = {"auth_key": KEY, "auth_timestamp": str(int(time.time())),
+                  "auth_version": "1.0", "body_md5": hashlib.md5(body).hexdigest()}
+        params["auth_signature"] = signatures.sign_request("POST", path, params, SECRET)
+        async with session.post(self.url + path, params=params, data=body,
+                                headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 200, await response.text()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    settings = Settings(server=ServerConfig(activity_timeout=30, dashboard_password=PASSWORD),
+                        apps=(AppConfig(id=APP_ID, key=KEY, secret=SECRET),))
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield Server(f"http://{host}:{port}")
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
+    """A fresh context's page; console errors and failed requests go to ``errors``."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = await context.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # Offline: anything not served by the dashboard itself would be an outside request.
+    page.on("request", lambda r: None if r.url.startswith(url) else errors.append(r.url))
+    await page.goto(url + "/dashboard")
+    return page
+
+
+async def login(page: Page, password: str) -> None:
+    await page.fill("#password", password)
+    await page.click("#login")
+
+
+async def test_dashboard_end_to_end(server: Server, browser: Browser) -> None:
+    errors: list[str] = []
+    page = await open_page(browser, server.url, errors)
+    await expect(page.locator("#password")).to_be_visible()
+
+    await login(page, "wrong password")
+    await expect(page.get_by_role("alert")).to_have_text("Wrong password.")
+    errors.clear()  # the browser logs the refused login's 401 as an error
+    await login(page, PASSWORD)
+    await expect(page.locator("#connections")).to_have_text("0")
+
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"{server.url.replace('http', 'ws')}/app/{KEY}?protocol=7")
+        client = await WsClient.handshake(ws)
+        await client.send("pusher:subscribe", {"channel": "news"})
+        frame = await client.frame()
+        assert frame["event"] == "pusher_internal:subscription_succeeded"
+
+        await expect(page.locator("#connections")).to_have_text("1")
+        row = page.locator('#channels tr[data-channel="news"]')
+        await expect(row.locator(".subscriptions")).to_have_text("1")
+        log = page.locator("#log tbody")
+        await expect(log.locator('tr[data-kind="connection"]')).to_contain_text(client.socket_id)
+        await expect(log.locator('tr[data-kind="subscription"]').first).to_contain_text("news")
+
+        await server.trigger(session, "news", "breaking", '{"headline":"dashboards"}')
+        assert (await client.frame())["event"] == "breaking"
+        await expect(log.locator('tr[data-event="breaking"]')).to_contain_text("api_message")
+
+        await page.fill("#trigger-channel", "news")
+        await page.fill("#trigger-event", "hello")
+        await page.fill("#trigger-data", '{"from":"the dashboard"}')
+        await page.click("#trigger-send")
+        await expect(page.locator("#trigger-status")).to_have_text("sent")
+        received = await client.frame()
+        assert received == {"event": "hello", "channel": "news",
+                            "data": '{"from":"the dashboard"}'}
+        await expect(log.locator('tr[data-event="hello"]')).to_contain_text("dashboard")
+
+        # The live charts have samples with the connection in them.
+        series = await page.evaluate(
+            f"fetch('/dashboard/api/{APP_ID}/series').then((r) => r.json())"
+        )
+        assert any(s["connections"] == 1 for s in series["samples"])
+
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+        await ws.close()
+
+    await expect(page.locator("#connections")).to_have_text("0")
+    await expect(log.locator("tr", has_text="connection_closed")).to_have_count(1)
+    assert errors == []
+
+
+async def test_api_requires_the_session_cookie(server: Server) -> None:
+    # unsafe=True: aiohttp's jar otherwise ignores cookies set by an IP address host.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        for method, path in [("GET", "/dashboard/api/apps"),
+                             ("GET", f"/dashboard/api/{APP_ID}/channels"),
+                             ("GET", f"/dashboard/api/{APP_ID}/events?after=0"),
+                             ("GET", f"/dashboard/api/{APP_ID}/series"),
+                             ("POST", f"/dashboard/api/{APP_ID}/trigger")]:
+            async with session.request(method, server.url + path) as response:
+                assert response.status == 401, path
+        jar = session.cookie_jar
+        async with session.post(server.url + "/dashboard/login",
+                                data={"password": "nope"}) as response:
+            assert response.status == 401
+        assert not any(c.key == COOKIE for c in jar)
+        forged = {COOKIE: f"{int(time.time()) + 60}.{'0' * 64}"}
+        async with session.get(server.url + "/dashboard/api/apps", cookies=forged) as response:
+            assert response.status == 401
+        async with session.post(server.url + "/dashboard/login",
+                                data={"password": PASSWORD}) as response:
+            assert response.status == 200  # followed the redirect to the page
+        cookie = next(c for c in jar if c.key == COOKIE)
+        assert cookie["httponly"] and cookie["samesite"] == "Strict"
+        async with session.get(server.url + "/dashboard/api/apps") as response:
+            body: dict[str, Any] = await response.json()
+            assert [a["id"] for a in body["apps"]] == [APP_ID]
+        async with session.post(server.url + f"/dashboard/api/{APP_ID}/trigger",
+                                data={"channel": "news", "event": "x"}) as response:
+            assert response.status == 415  # no cross-site form posts
+        async with session.post(server.url + f"/dashboard/api/{APP_ID}/trigger",
+                                json={"channel": "bad name!", "event": "x"}) as response:
+            assert response.status == 400
+        async with session.get(server.url + "/dashboard/api/nope/channels") as response:
+            assert response.status == 404
+        async with session.get(server.url + "/dashboard/static/app.js") as response:
+            assert response.status == 200
+
+
+async def test_event_log_is_bounded_and_polled_by_sequence() -> None:
+    app = AppConfig(id=APP_ID, key=KEY, secret=SECRET)
+    dashboard = Dashboard(Settings(apps=(app,)), Hub(), PASSWORD)
+    for i in range(600):
+        dashboard.channel_event(app, {"name": "client_event", "channel": "c", "event": str(i)})
+    events = list(dashboard._events[APP_ID])
+    assert len(events) == 500
+    assert events[-1]["event"] == "599"
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    await asyncio.sleep(0)
