@@ -11,27 +11,10 @@ them once per interval (pull, not push) and stores one row per app:
 * ``webhooks_delivered``, ``webhooks_failed``: deliveries first seen settled in the interval
   (see :class:`WebhookTally`).
 
-Rows live in a SQLite file (stdlib :mod:`sqlite3`, written off the event loop). The schema::
-
-    CREATE TABLE statistics (
-        app_id             TEXT    NOT NULL,
-        time               REAL    NOT NULL,  -- unix seconds, end of the interval
-        seconds            REAL    NOT NULL,  -- length of the interval
-        connections_peak   INTEGER NOT NULL,
-        connections        INTEGER NOT NULL,
-        channels           INTEGER NOT NULL,
-        subscriptions      INTEGER NOT NULL,
-        ws_messages_in     INTEGER NOT NULL,
-        ws_bytes_in        INTEGER NOT NULL,
-        ws_messages_out    INTEGER NOT NULL,
-        ws_bytes_out       INTEGER NOT NULL,
-        api_messages       INTEGER NOT NULL,
-        webhooks_delivered INTEGER NOT NULL,
-        webhooks_failed    INTEGER NOT NULL
-    );
-    CREATE INDEX statistics_app_time ON statistics (app_id, time);
-    CREATE INDEX statistics_time ON statistics (time);
-    PRAGMA user_version = 1;
+Rows live in a SQLite file (stdlib :mod:`sqlite3`, written off the event loop): one table
+``statistics`` with ``app_id``, ``time`` (unix seconds, end of the interval), ``seconds`` (its
+length) and one integer column per figure above, indexed by app and time; the DDL is
+``_SCHEMA`` below, versioned with ``PRAGMA user_version``.
 
 They are read back through ``GET /apps/{id}/statistics?from=&to=`` (:class:`StatisticsApi`,
 signed like the rest of the HTTP API) and ``pusher-compat stats``; ``pusher-compat stats

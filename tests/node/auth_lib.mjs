@@ -93,3 +93,23 @@ export function recordWatchlist(pusher) {
   }
   return events;
 }
+
+/**
+ * Open `open(name)` (an Echo channel) for every name, recording per name whether it
+ * subscribed, what Echo's .error() got, and what `event` delivered; resolves once every
+ * channel is subscribed or refused.
+ */
+export async function subscribeAll(names, open, event) {
+  const results = {};
+  for (const name of names) {
+    const result = { subscribed: false, error: null, received: [] };
+    results[name] = result;
+    open(name)
+      .subscribed(() => { result.subscribed = true; })
+      .error((err) => { result.error = { type: err.type, status: err.status ?? null }; })
+      .listen(event, (data) => result.received.push(data));
+  }
+  await waitFor(() => names.every((n) => results[n].subscribed || results[n].error),
+    'every channel subscribed or refused');
+  return results;
+}

@@ -2,23 +2,13 @@
 // (which returns the shared_secret derived from the app's master key). The Node SDK, given
 // the same master key, encrypts `secret-message`; pusher-js decrypts it in the listener.
 import { scenario, sleep, waitFor } from './lib.mjs';
-import { authEcho, disconnectAll, sdk, token } from './auth_lib.mjs';
+import { authEcho, disconnectAll, sdk, subscribeAll, token } from './auth_lib.mjs';
 
 const names = process.argv.slice(2);
 
 scenario(async () => {
   const Echo = authEcho(token('user'));
-  const results = {};
-  for (const name of names) {
-    const result = { subscribed: false, error: null, received: [] };
-    results[name] = result;
-    Echo.encryptedPrivate(name)
-      .subscribed(() => { result.subscribed = true; })
-      .error((err) => { result.error = { type: err.type, status: err.status ?? null }; })
-      .listen('.secret-message', (data) => result.received.push(data));
-  }
-  await waitFor(() => names.every((n) => results[n].subscribed || results[n].error),
-    'every channel subscribed or refused');
+  const results = await subscribeAll(names, (name) => Echo.encryptedPrivate(name), '.secret-message');
 
   const sent = { text: 'for your eyes only', n: 42, nested: { ok: true } };
   const statuses = [];

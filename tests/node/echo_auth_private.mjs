@@ -3,23 +3,13 @@
 // then triggers `order.shipped` on every one of them (allowed or not) with the Node SDK and
 // records what each channel received.
 import { scenario, sleep, waitFor } from './lib.mjs';
-import { authEcho, disconnectAll, sdk, token } from './auth_lib.mjs';
+import { authEcho, disconnectAll, sdk, subscribeAll, token } from './auth_lib.mjs';
 
 const names = process.argv.slice(2);
 
 scenario(async () => {
   const Echo = authEcho(token('user'));
-  const results = {};
-  for (const name of names) {
-    const result = { subscribed: false, error: null, received: [] };
-    results[name] = result;
-    Echo.private(name)
-      .subscribed(() => { result.subscribed = true; })
-      .error((err) => { result.error = { type: err.type, status: err.status ?? null }; })
-      .listen('.order.shipped', (data) => result.received.push(data));
-  }
-  const settled = () => names.every((name) => results[name].subscribed || results[name].error);
-  await waitFor(settled, 'every channel subscribed or refused');
+  const results = await subscribeAll(names, (name) => Echo.private(name), '.order.shipped');
 
   const sent = { order: 'shipped', n: 1 };
   const res = await sdk().trigger(names.map((name) => `private-${name}`), 'order.shipped', sent);
