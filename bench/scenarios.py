@@ -23,7 +23,18 @@ from procstat import CpuClock, fd_limit, process_fd_limit, rss_bytes
 from publisher import Event, Publisher, event_data
 from wsclient import Counters, Target, WsClient, open_many
 
-__all__ = ["SCENARIOS"]
+__all__ = [
+    "EVENT_MARKER",
+    "EVENT_NAME",
+    "SCENARIOS",
+    "Run",
+    "cpu_figures",
+    "measure_flow",
+    "open_subscribers",
+    "percentiles",
+    "publish_paced",
+    "wait_for_deliveries",
+]
 
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 EVENT_NAME = "bench-event"
@@ -181,7 +192,7 @@ async def wait_for_deliveries(counters: Counters, expected: int, settle: float) 
                 return
 
 
-def _cpu_figures(clock: CpuClock, wall: float, work: int, unit: str) -> dict[str, Any]:
+def cpu_figures(clock: CpuClock, wall: float, work: int, unit: str) -> dict[str, Any]:
     """Server CPU per unit of work, and this process's CPU share, over ``wall`` seconds."""
     _, own, server = clock.read()
     figures: dict[str, Any] = {
@@ -194,7 +205,7 @@ def _cpu_figures(clock: CpuClock, wall: float, work: int, unit: str) -> dict[str
     return figures
 
 
-async def _measure_flow(
+async def measure_flow(
     run: Run, events: Iterator[Event], count: int, expected: int, per_event: float
 ) -> dict[str, Any]:
     """Publish ``count`` events (windowed), wait for ``expected`` deliveries, measure."""
@@ -224,7 +235,7 @@ async def _measure_flow(
         "events_per_s": round(publisher.events / wall, 1) if wall else 0,
         "mib_per_s": round((counters.bytes - base_bytes) / wall / 2**20, 1) if wall else 0,
     }
-    figures.update(_cpu_figures(clock, wall, received, "delivery"))
+    figures.update(cpu_figures(clock, wall, received, "delivery"))
     return figures
 
 
@@ -245,8 +256,8 @@ async def fanout(run: Run) -> dict[str, Any]:
     connect_s = time.perf_counter() - started
     data = _padding(run)
     events = ((channel, EVENT_NAME, data) for _ in range(args.events))
-    figures = await _measure_flow(run, events, args.events, args.events * len(clients),
-                                  max(1, len(clients)))
+    figures = await measure_flow(run, events, args.events, args.events * len(clients),
+                                 max(1, len(clients)))
     return {"subscribers": len(clients), "connect_s": round(connect_s, 2), **figures}
 
 
@@ -265,12 +276,12 @@ async def channels(run: Run) -> dict[str, Any]:
     data = _padding(run)
     events = ((names[k % len(names)], EVENT_NAME, data) for k in range(args.events))
     per_event = max(1.0, len(clients) / len(names))
-    figures = await _measure_flow(run, events, args.events, expected, per_event)
+    figures = await measure_flow(run, events, args.events, expected, per_event)
     return {"subscribers": len(clients), "channels": len(names), "connect_s": round(connect_s, 2),
             **figures}
 
 
-async def _paced(run: Run, publisher: Publisher, channel: str, seconds: float) -> None:
+async def publish_paced(run: Run, publisher: Publisher, channel: str, seconds: float) -> None:
     """Publish stamped events at ``--rate`` per second for ``seconds``, ``--batch`` each."""
     args = run.args
     interval = args.batch / args.rate
@@ -290,7 +301,7 @@ async def _paced(run: Run, publisher: Publisher, channel: str, seconds: float) -
         await asyncio.gather(*pending)
 
 
-def _percentiles(values: array[float]) -> dict[str, Any]:
+def percentiles(values: array[float]) -> dict[str, Any]:
     ordered = sorted(values)
     if not ordered:
         return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "p999_ms": None, "max_ms": None}
@@ -312,12 +323,12 @@ async def latency(run: Run) -> dict[str, Any]:
     publisher = Publisher(run.target, counters, 4)
     try:
         if args.warmup > 0:
-            await _paced(run, publisher, channel, args.warmup)
+            await publish_paced(run, publisher, channel, args.warmup)
             await asyncio.sleep(0.5)
         counters.latencies_ms = array("d")
         base, sent_before = counters.deliveries, publisher.events
         clock = run.clock()
-        await _paced(run, publisher, channel, args.duration)
+        await publish_paced(run, publisher, channel, args.duration)
         expected = (publisher.events - sent_before) * len(clients)
         await wait_for_deliveries(counters, base + expected, args.settle)
     finally:
@@ -329,8 +340,8 @@ async def latency(run: Run) -> dict[str, Any]:
         "events": publisher.events - sent_before, "deliveries": received,
         "missing_deliveries": max(0, expected - received),
         "achieved_events_per_s": round((publisher.events - sent_before) / args.duration, 1),
-        **_percentiles(counters.latencies_ms),
-        **_cpu_figures(clock, wall, received, "delivery"),
+        **percentiles(counters.latencies_ms),
+        **cpu_figures(clock, wall, received, "delivery"),
     }
 
 

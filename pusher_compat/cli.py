@@ -26,6 +26,11 @@ app-key, app-secret). A TOML config file holds [server] settings and any number 
 WebSocket clients connect to ws://HOST:PORT/app/{key}; the HTTP API is under
 http://HOST:PORT/apps/{app_id}/. SIGTERM or Ctrl-C closes sockets with 4200, so clients
 reconnect (to another node, or to this one once it is back).
+
+One node needs nothing else. To run several behind a load balancer, start each with
+--adapter redis --redis-url redis://HOST:6379/0: events, presence, counts, users and
+quotas are then shared, and a node that dies is removed from presence within
+node_lease_seconds (default 10) plus a quarter of it.
 """
 
 
@@ -45,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-key", metavar="PEM", help="private key of --ssl-cert")
     serve.add_argument("--ssl-ca", metavar="PEM",
                        help="CA bundle to verify client certificates with (optional)")
+    serve.add_argument("--adapter", choices=("local", "redis"),
+                       help="local: one node, state in memory (default); redis: many nodes "
+                            "behind a load balancer share channels, presence and events")
+    serve.add_argument("--redis-url", metavar="URL",
+                       help="Redis for --adapter redis (default redis://127.0.0.1:6379/0; "
+                            "rediss:// for TLS, redis+sentinel://host:26379/mymaster)")
     serve.add_argument("--log-format", choices=("text", "json"),
                        help="log lines as text or one JSON object each (default text)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -61,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, host=args.host, port=args.port,
                                  log_level=args.log_level, ssl_cert=args.ssl_cert,
                                  ssl_key=args.ssl_key, ssl_ca=args.ssl_ca,
-                                 log_format=args.log_format)
+                                 log_format=args.log_format, adapter=args.adapter,
+                                 redis_url=args.redis_url)
     except ConfigError as error:
         print(f"pusher-compat: configuration error: {error}", file=sys.stderr)
         return 2

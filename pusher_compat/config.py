@@ -156,6 +156,16 @@ class ServerConfig:
     """Password of the web dashboard at ``/dashboard``; empty = no dashboard."""
     stats_retention_days: int = 30
     """Statistics older than this are deleted as new ones are recorded; 0 = kept forever."""
+    adapter: str = "local"
+    """``local``: one node, state in memory. ``redis``: many nodes share state over Redis."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """``redis://``, ``rediss://`` (TLS), ``unix://`` or
+    ``redis+sentinel://host:26379[,host:port]/service[/db]``; used by the redis adapter."""
+    redis_prefix: str = "pusher-compat"
+    """Prefix of every Redis key and bus channel: one per deployment sharing a Redis."""
+    node_lease_seconds: float = 10.0
+    """A node that stops renewing its lease this long is declared dead; the survivors remove
+    its members and counts within this bound plus a quarter of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +325,10 @@ def load_settings(
         raise ConfigError(f"{source}: server.log_format must be text or json")
     if server.stats_interval_seconds <= 0:
         raise ConfigError(f"{source}: server.stats_interval_seconds must be positive")
+    if server.adapter not in ("local", "redis"):
+        raise ConfigError(f"{source}: server.adapter must be local or redis")
+    if server.node_lease_seconds < 1:
+        raise ConfigError(f"{source}: server.node_lease_seconds must be at least 1 second")
     if server.activity_timeout < 1:
         raise ConfigError(f"{source}: server.activity_timeout must be at least 1 second")
     _check_tls(server, source)

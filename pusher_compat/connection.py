@@ -247,24 +247,21 @@ class Connection:
             # The same user again (pusher-js signs in after every reconnect): nothing changes.
             self.send(wire.signin_success_frame(user_data))
             return
-        limit = self.app.max_connections_per_user
-        if limit and len(self._hub.user_connections(self.app.id, user_id)) >= limit:
-            raise PusherError(
-                Code.APP_OVER_QUOTA, f"Too many connections for user {user_id}: at most {limit}",
-                close=True,
-            )
-        self.send(wire.signin_success_frame(user_data))
         watchlist = _watchlist(user.get("watchlist"))
-        self.user_id = user_id
-        self.user_info = user.get("user_info")
-        self.watchlist = watchlist[:_WATCHLIST_LIMIT]
-        if len(watchlist) > _WATCHLIST_LIMIT:
-            self.send(wire.error_frame(
-                Code.WATCHLIST_OVER_LIMIT,
-                f"Watchlist has {len(watchlist)} user ids: only the first "
-                f"{_WATCHLIST_LIMIT} are watched",
-            ))
-        self._hub.sign_in(self, user_id)
+
+        def admitted() -> None:
+            self.send(wire.signin_success_frame(user_data))
+            self.user_id = user_id
+            self.user_info = user.get("user_info")
+            self.watchlist = watchlist[:_WATCHLIST_LIMIT]
+            if len(watchlist) > _WATCHLIST_LIMIT:
+                self.send(wire.error_frame(
+                    Code.WATCHLIST_OVER_LIMIT,
+                    f"Watchlist has {len(watchlist)} user ids: only the first "
+                    f"{_WATCHLIST_LIMIT} are watched",
+                ))
+
+        self._hub.sign_in(self, user_id, watchlist[:_WATCHLIST_LIMIT], admitted)
 
     def _verified_user(self, data: Any) -> tuple[str, str, dict[str, Any]]:
         """``(user_data, id, parsed user_data)`` of a correctly signed ``pusher:signin``."""

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from . import schemas, signatures, wire
+from .adapters.base import ChannelCounts
 from .channels import USER_CHANNEL_PREFIX, channel_name_error, kind_of
 from .config import AppConfig, Settings
 from .hub import Hub
-from .limits import PerSecond
 from .metrics import counted
 from .stats import StatisticsApi
 
@@ -87,9 +87,6 @@ class HttpApi:
         self._clock = clock
         self._by_id = {app.id: app for app in settings.apps}
         self._by_key = {app.key: app for app in settings.apps}
-        apps = settings.apps
-        self._event_rates = {a.id: PerSecond(a.max_backend_events_per_second) for a in apps}
-        self._read_rates = {a.id: PerSecond(a.max_read_requests_per_second) for a in apps}
 
     def routes(self) -> list[web.RouteDef]:
         wrap = self._endpoint
@@ -121,7 +118,7 @@ class HttpApi:
                 body = await request.read()
                 app = self._authenticate(request, body)
                 if request.method == "GET":
-                    self._limit(self._read_rates[app.id], 1, "read requests")
+                    await self._limit(app, "reads", 1, app.max_read_requests_per_second)
                 result = handler(app, request, body)
                 if inspect.isawaitable(result):
                     result = await result
@@ -155,12 +152,14 @@ class HttpApi:
             raise ApiError(403, f"App {app.id!r} is disabled")
         return app
 
-    def _limit(self, rate: PerSecond, cost: int, what: str) -> None:
-        now = self._clock()
-        if not rate.allow(now, cost):
-            raise ApiError(
-                429, f"Rate limit: at most {rate.limit} {what} per second", rate.retry_after(now)
-            )
+    async def _limit(self, app: AppConfig, bucket: str, cost: int, limit: int) -> None:
+        """A per-second limit of the app, counted across every node."""
+        if not limit:
+            return
+        retry_after = await self._hub.adapter.take(app.id, bucket, cost, limit)
+        if retry_after is not None:
+            what = "read requests" if bucket == "reads" else "events"
+            raise ApiError(429, f"Rate limit: at most {limit} {what} per second", retry_after)
 
     @staticmethod
     def _body(body: bytes, schema: str) -> Any:
@@ -177,7 +176,7 @@ class HttpApi:
 
     # -- events ------------------------------------------------------------------------
 
-    def events(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+    async def events(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
         payload = self._body(body, "api-event")
         channels = payload["channels"] if "channels" in payload else [payload["channel"]]
         if len(channels) > app.max_channels_per_event:
@@ -185,21 +184,21 @@ class HttpApi:
                 400, f"Too many channels: {len(channels)} > {app.max_channels_per_event}"
             )
         events = [self._event(app, payload, channel) for channel in channels]
-        self._publish(app, events)
+        await self._publish(app, events)
         info = events[0].info
         if not info:
             return {}
-        return {"channels": {e.channel: self._attributes(app, e.channel, info) for e in events}}
+        return {"channels": {e.channel: await self._counted(app, e.channel, info) for e in events}}
 
-    def batch_events(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+    async def batch_events(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
         batch = self._body(body, "api-batch-events")["batch"]
         if len(batch) > app.max_batch_size:
             raise ApiError(400, f"Batch too large: {len(batch)} > {app.max_batch_size} events")
         events = [self._event(app, item, item["channel"]) for item in batch]
-        self._publish(app, events)
+        await self._publish(app, events)
         if not any(e.info for e in events):
             return {}
-        return {"batch": [self._attributes(app, e.channel, e.info) for e in events]}
+        return {"batch": [await self._counted(app, e.channel, e.info) for e in events]}
 
     def _event(self, app: AppConfig, item: dict[str, Any], channel: str) -> _Event:
         name: str = item["name"]
@@ -225,8 +224,8 @@ class HttpApi:
             raise ApiError(400, f"user_count is only available for presence channels: {channel}")
         return _Event(name, channel, data, item.get("socket_id"), info)
 
-    def _publish(self, app: AppConfig, events: list[_Event]) -> None:
-        self._limit(self._event_rates[app.id], len(events), "events")
+    async def _publish(self, app: AppConfig, events: list[_Event]) -> None:
+        await self._limit(app, "events", len(events), app.max_backend_events_per_second)
         self._hub.counters(app.id).api_messages += len(events)
         for event in events:
             frame = wire.event_frame(event.name, event.data, event.channel)
@@ -247,32 +246,36 @@ class HttpApi:
             raise ApiError(400, f"Unknown info attribute(s): {', '.join(sorted(unknown))}")
         return info
 
-    def _attributes(self, app: AppConfig, name: str, info: frozenset[str]) -> dict[str, Any]:
-        channel = self._hub.channel(app.id, name)
+    async def _counted(self, app: AppConfig, name: str, info: frozenset[str]) -> dict[str, Any]:
+        """The ``info`` attributes of one channel, cluster-wide."""
+        return self._attributes(await self._hub.adapter.channel(app.id, name), info)
+
+    @staticmethod
+    def _attributes(counts: ChannelCounts | None, info: frozenset[str]) -> dict[str, Any]:
         attributes: dict[str, Any] = {}
         if "user_count" in info:
-            attributes["user_count"] = channel.user_count if channel else 0
+            attributes["user_count"] = counts.user_count if counts else 0
         if "subscription_count" in info:
-            attributes["subscription_count"] = channel.subscription_count if channel else 0
+            attributes["subscription_count"] = counts.subscription_count if counts else 0
         return attributes
 
-    def channels(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+    async def channels(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
         prefix = request.query.get("filter_by_prefix", "")
         info = self._info(request.query.get("info")) & _INFO_ATTRIBUTES
         if "user_count" in info and not prefix.startswith("presence-"):
             raise ApiError(
                 400, "user_count requires filter_by_prefix to start with presence-"
             )
+        occupied = await self._hub.adapter.channels(app.id, prefix)
         return {
             "channels": {
-                channel.name: self._attributes(app, channel.name, info)
-                for channel in self._hub.channels(app.id)
-                if channel.name.startswith(prefix)
-                and not channel.name.startswith(USER_CHANNEL_PREFIX)
+                name: self._attributes(counts, info)
+                for name, counts in occupied.items()
+                if not name.startswith(USER_CHANNEL_PREFIX)
             }
         }
 
-    def channel(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+    async def channel(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
         name = request.match_info["channel"]
         self._check_channel(app, name)
         info = self._info(request.query.get("info"))
@@ -281,8 +284,8 @@ class HttpApi:
             raise ApiError(400, f"user_count is only available for presence channels: {name}")
         if "cache" in info and not kind.cached:
             raise ApiError(400, f"cache is only available for cache channels: {name}")
-        occupied = self._hub.channel(app.id, name) is not None
-        response = {"occupied": occupied, **self._attributes(app, name, info)}
+        counts = await self._hub.adapter.channel(app.id, name)
+        response = {"occupied": counts is not None, **self._attributes(counts, info)}
         if "cache" in info:
             hit = self._hub.cached(app.id, name)
             response["cache"] = (
@@ -290,13 +293,12 @@ class HttpApi:
             )
         return response
 
-    def users(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+    async def users(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
         name = request.match_info["channel"]
         self._check_channel(app, name)
         if not kind_of(name).presence:
             raise ApiError(400, f"Users are only available for presence channels: {name}")
-        channel = self._hub.channel(app.id, name)
-        return {"users": [{"id": key} for key in (channel.members if channel else ())]}
+        return {"users": [{"id": key} for key in await self._hub.adapter.members(app.id, name)]}
 
     @staticmethod
     def _check_channel(app: AppConfig, name: str) -> None:
@@ -309,12 +311,7 @@ class HttpApi:
     def terminate_connections(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
         if body:
             self._body(body, "api-terminate-connections")
-        user_id = request.match_info["user_id"]
-        for connection in self._hub.user_connections(app.id, user_id):
-            error = wire.PusherError(
-                wire.Code.UNAUTHORIZED, "Connection terminated by the app", close=True
-            )
-            connection.fail(error)
+        self._hub.terminate(app, request.match_info["user_id"])
         return {}
 
     # -- webhook deliveries ------------------------------------------------------------

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import wire
+from .adapters.base import Adapter, Joined, Left, SignedIn, SignedOut
+from .adapters.local import LocalAdapter
 from .channels import USER_CHANNEL_PREFIX, ChannelKind, kind_of
 
 if TYPE_CHECKING:
@@ -68,6 +70,9 @@ class Channel:
     members: dict[str, Member] = field(default_factory=dict)
     """Presence members by user id; the first socket's ``user_info`` wins."""
     sockets_per_member: dict[str, int] = field(default_factory=dict)
+    local_sockets: int = 0
+    """This node's sockets in the channel, including presence joins the cluster has not
+    answered yet: what this node tells the cluster it holds."""
 
     @property
     def subscription_count(self) -> int:
@@ -77,9 +82,6 @@ class Channel:
     def user_count(self) -> int:
         return len(self.members)
 
-    def presence_data(self) -> dict[str, Any]:
-        hash_ = {key: m.user_info for key, m in self.members.items()}
-        return {"presence": {"ids": list(hash_), "hash": hash_, "count": len(hash_)}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +122,13 @@ class _AppState:
 
 
 def _discard(index: dict[str, dict[Subscriber, None]], key: str, connection: Subscriber) -> bool:
-    """Remove ``connection`` under ``key``; True when that emptied the entry."""
+    """Remove ``connection`` under ``key``; True when it was there."""
     entries = index.get(key)
     if entries is None or connection not in entries:
         return False
     del entries[connection]
-    if entries:
-        return False
-    del index[key]
+    if not entries:
+        del index[key]
     return True
 
 
@@ -139,11 +140,16 @@ class Hub:
     """Connections, channels and presence of every app served by this process."""
 
     def __init__(
-        self, listeners: Sequence[HubListener] = (), clock: Callable[[], float] = time.monotonic
+        self,
+        listeners: Sequence[HubListener] = (),
+        clock: Callable[[], float] = time.monotonic,
+        adapter: Adapter | None = None,
     ) -> None:
         self._apps: dict[str, _AppState] = {}
         self._listeners = tuple(listeners)
-        self._clock = clock
+        self.clock = clock
+        self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
+        self.adapter.bind(self)
 
     @property
     def listening(self) -> bool:
@@ -188,154 +194,267 @@ class Hub:
         """Apps that have had any activity."""
         return list(self._apps)
 
+    def _is_open(self, connection: Subscriber) -> bool:
+        return self._state(connection.app.id).connections.get(connection.socket_id) is connection
+
     def remove(self, connection: Subscriber) -> None:
         """Forget a closed connection: leave every channel, then drop it from the indexes."""
         for name in list(connection.channels):
             self.leave(connection, name)
-        state = self._state(connection.app.id)
+        app = connection.app
+        state = self._state(app.id)
         state.connections.pop(connection.socket_id, None)
         for watched in connection.watchlist:
             _discard(state.watchers, watched, connection)
         user_id = connection.user_id
         if user_id is not None and _discard(state.users, user_id, connection):
-            self._notify_watchers(state, "offline", user_id)
+            self.adapter.signed_out(app, user_id, lambda out: self._signed_out(app, user_id, out))
         if self._listeners:
-            self.notify(connection.app,
-                        {"name": "connection_closed", "socket_id": connection.socket_id})
+            self.notify(app, {"name": "connection_closed", "socket_id": connection.socket_id})
 
     def connection_count(self, app_id: str | None = None) -> int:
-        """Open connections of one app, or of all apps."""
+        """Open connections of one app on every node, or of all apps on this node."""
         if app_id is not None:
-            return len(self._state(app_id).connections)
+            return self.adapter.connection_count(app_id)
         return sum(len(state.connections) for state in self._apps.values())
+
+    def local_connection_count(self, app_id: str) -> int:
+        """Open connections of one app on this node."""
+        return len(self._state(app_id).connections)
 
     def connections(self) -> Iterator[Subscriber]:
         for state in self._apps.values():
             yield from list(state.connections.values())
 
-    def sign_in(self, connection: Subscriber, user_id: str) -> None:
-        """Index a signed-in connection; tell watchers when it is the user's first one.
+    def sign_in(self, connection: Subscriber, user_id: str, watchlist: tuple[str, ...],
+                admitted: Callable[[], None]) -> None:
+        """Sign ``connection`` in as ``user_id`` once the cluster allows it.
 
-        The connection's own watchlist is answered at once with who is online and who is not.
+        Over ``max_connections_per_user`` the connection is closed with 4004; otherwise
+        ``admitted`` runs (the connection records who it is), watchers learn the user is online
+        when this is its first socket anywhere, and the connection's own ``watchlist`` is
+        answered with who is online and who is not.
         """
-        state = self._state(connection.app.id)
-        sockets = state.users.setdefault(user_id, {})
-        first = not sockets
-        sockets[connection] = None
-        if first:
-            self._notify_watchers(state, "online", user_id)
-        if connection.watchlist:
-            for watched in connection.watchlist:
+        app = connection.app
+        self.adapter.signed_in(
+            app, user_id, watchlist,
+            lambda answer: self._signed_in(connection, user_id, watchlist, admitted, answer),
+        )
+
+    def _signed_in(self, connection: Subscriber, user_id: str, watchlist: tuple[str, ...],
+                   admitted: Callable[[], None], answer: SignedIn) -> None:
+        app = connection.app
+        limit = app.max_connections_per_user
+        if not self._is_open(connection) or (limit and answer.sockets > limit):
+            # Counted by the cluster, not kept: take the socket back off the count.
+            self.adapter.signed_out(app, user_id, lambda out: self._signed_out(app, user_id, out))
+            connection.fail(wire.PusherError(
+                wire.Code.APP_OVER_QUOTA,
+                f"Too many connections for user {user_id}: at most {limit}", close=True,
+            ))
+            return
+        state = self._state(app.id)
+        state.users.setdefault(user_id, {})[connection] = None
+        admitted()
+        if answer.online:
+            self.watch_event(app.id, user_id, online=True)
+        if watchlist:
+            for watched in watchlist:
                 state.watchers.setdefault(watched, {})[connection] = None
-            online = [u for u in connection.watchlist if u in state.users]
-            offline = [u for u in connection.watchlist if u not in state.users]
+            online = [u for u in watchlist if u in answer.watched_online]
+            offline = [u for u in watchlist if u not in answer.watched_online]
             events = [{"name": name, "user_ids": ids}
                       for name, ids in (("online", online), ("offline", offline)) if ids]
             connection.send(_watchlist_frame(events))
 
-    def _notify_watchers(self, state: _AppState, name: str, user_id: str) -> None:
-        watchers = state.watchers.get(user_id)
+    def _signed_out(self, app: AppConfig, user_id: str, answer: SignedOut) -> None:
+        if answer.offline:
+            self.watch_event(app.id, user_id, online=False)
+
+    def watch_event(self, app_id: str, user_id: str, online: bool) -> None:
+        """Tell this node's watchers of ``user_id`` that it came online or went offline."""
+        watchers = self._state(app_id).watchers.get(user_id)
         if watchers:
+            name = "online" if online else "offline"
             frame = _watchlist_frame([{"name": name, "user_ids": [user_id]}])
             for watcher in watchers:
                 watcher.send(frame)
 
     def user_connections(self, app_id: str, user_id: str) -> list[Subscriber]:
+        """This node's connections signed in as ``user_id``."""
         return list(self._state(app_id).users.get(user_id, ()))
+
+    def signed_in_users(self, app_id: str) -> dict[str, int]:
+        """This node's signed-in users and how many sockets each has here."""
+        return {user: len(sockets) for user, sockets in self._state(app_id).users.items()}
+
+    def terminate(self, app: AppConfig, user_id: str) -> None:
+        """Close every connection of ``user_id`` with 4009, on every node."""
+        self.terminate_local(app.id, user_id)
+        self.adapter.terminate(app.id, user_id)
+
+    def terminate_local(self, app_id: str, user_id: str) -> None:
+        for connection in self.user_connections(app_id, user_id):
+            connection.fail(wire.PusherError(
+                wire.Code.UNAUTHORIZED, "Connection terminated by the app", close=True
+            ))
 
     # -- channels ----------------------------------------------------------------------
 
     def channel(self, app_id: str, name: str) -> Channel | None:
+        """The channel as this node holds it (its own subscribers)."""
         return self._state(app_id).channels.get(name)
 
     def channels(self, app_id: str) -> Iterator[Channel]:
         return iter(self._state(app_id).channels.values())
 
     def join(self, connection: Subscriber, name: str, member: Member | None) -> None:
-        """Subscribe ``connection`` and send it ``subscription_succeeded``.
+        """Subscribe ``connection``: ``subscription_succeeded`` is sent once the cluster has
+        answered (at once for public and private channels, whose answer carries nothing).
 
-        Presence: announce the member to the others when this is its first socket. Raises
-        :class:`wire.SubscriptionError` when the channel is full.
+        Presence: the member is announced to the others when this is its first socket anywhere;
+        a channel already holding ``max_presence_members`` refuses a new member with 4100.
         """
-        app = connection.app
-        channels = self._state(app.id).channels
-        channel = channels.get(name)
-        if channel is None:
-            channel = Channel(name, kind_of(name))
-        if connection in channel.subscribers:
-            connection.send(self._succeeded(channel))
-            return
-        first = False
-        if member is not None:
-            first = member.key not in channel.members
-            if first and len(channel.members) >= app.max_presence_members:
-                raise wire.SubscriptionError(
-                    name, "LimitReached",
-                    f"The maximum number of members in a presence channel "
-                    f"({app.max_presence_members}) has been reached", 4100,
-                )
-            if first:
-                channel.members[member.key] = member
-            count = channel.sockets_per_member.get(member.key, 0)
-            channel.sockets_per_member[member.key] = count + 1
-        occupied = name not in channels
-        channels[name] = channel
-        channel.subscribers[connection] = member
-        connection.channels[name] = member
-        connection.send(self._succeeded(channel))
-        if channel.kind.cached:
-            self._replay_cache(connection, name)
-        if first and member is not None:
-            data = {"user_id": member.user_id, "user_info": member.user_info}
-            frame = wire.event_frame("pusher_internal:member_added", data, name)
-            self._fan_out(channel, frame, connection)
-        if self._listeners and not channel.kind.user:
-            if occupied:
-                self.notify(app, {"name": "channel_occupied", "channel": name})
-            if first and member is not None:
-                self.notify(app, {"name": "member_added", "channel": name,
-                                  "user_id": member.key})
-            self._notify_count(app, channel)
-
-    def leave(self, connection: Subscriber, name: str) -> None:
-        """Unsubscribe; presence: announce the member gone when its last socket leaves."""
-        connection.channels.pop(name, None)
         state = self._state(connection.app.id)
         channel = state.channels.get(name)
-        if channel is None or connection not in channel.subscribers:
+        if channel is None:
+            channel = state.channels[name] = Channel(name, kind_of(name))
+        if name in connection.channels:
+            if connection in channel.subscribers and member is None:
+                connection.send(self._succeeded(channel, None))
+            elif connection in channel.subscribers:
+                self.adapter.joined(connection.app, channel, member, False,
+                                     lambda answer: self._answer(connection, channel, answer))
             return
-        member = channel.subscribers.pop(connection)
-        gone: Member | None = None
+        connection.channels[name] = member
+        channel.local_sockets += 1
+        first = False
+        if member is None:
+            channel.subscribers[connection] = None
+            connection.send(self._succeeded(channel, None))
+            if channel.kind.cached:
+                self._replay_cache(connection, name)
+        else:
+            count = channel.sockets_per_member.get(member.key, 0)
+            channel.sockets_per_member[member.key] = count + 1
+            first = count == 0
+        self.adapter.joined(connection.app, channel, member, first,
+                             lambda answer: self._joined(connection, channel, member, answer))
+
+    def _answer(self, connection: Subscriber, channel: Channel, answer: Joined) -> None:
+        if connection in channel.subscribers:
+            connection.send(self._succeeded(channel, answer.roster))
+
+    def _joined(self, connection: Subscriber, channel: Channel, member: Member | None,
+                answer: Joined) -> None:
+        app = connection.app
+        name = channel.name
+        if member is not None:
+            if answer.full:
+                self._refuse_member(connection, channel, member)
+                return
+            if member.key in channel.sockets_per_member:
+                channel.members.setdefault(member.key, member)
+            if connection.channels.get(name) is member and self._is_open(connection):
+                channel.subscribers[connection] = member
+                connection.send(self._succeeded(channel, answer.roster))
+                if channel.kind.cached:
+                    self._replay_cache(connection, name)
+            if answer.added:
+                data = {"user_id": member.user_id, "user_info": member.user_info}
+                frame = wire.event_frame("pusher_internal:member_added", data, name)
+                self.deliver(app.id, name, frame, connection.socket_id)
+        if self._listeners and not channel.kind.user:
+            if answer.occupied:
+                self.notify(app, {"name": "channel_occupied", "channel": name})
+            if answer.added and member is not None:
+                self.notify(app, {"name": "member_added", "channel": name,
+                                  "user_id": member.key})
+            if not channel.kind.presence:
+                self.notify(app, {"name": "subscription_count", "channel": name,
+                                  "subscription_count": answer.subscription_count})
+
+    def resend_roster(self, app_id: str, name: str, roster: dict[str, Any]) -> None:
+        """Send ``subscription_succeeded`` again with ``roster`` to this node's subscribers of a
+        presence channel: clients replace their member list (after a cluster outage)."""
+        channel = self._state(app_id).channels.get(name)
+        if channel is not None:
+            self._fan_out(channel, self._succeeded(channel, roster), None)
+
+    def _refuse_member(self, connection: Subscriber, channel: Channel, member: Member) -> None:
+        """Undo a presence join the cluster refused, and tell the client why."""
+        if connection.channels.get(channel.name) is not member:
+            return  # it left before the answer came, and leave() undid the join
+        del connection.channels[channel.name]
+        self._forget_socket(channel, member)
+        self._drop_if_empty(connection.app.id, channel)
+        error = wire.SubscriptionError(
+            channel.name, "LimitReached",
+            f"The maximum number of members in a presence channel "
+            f"({connection.app.max_presence_members}) has been reached", 4100,
+        )
+        for frame in error.to_frames():
+            connection.send(frame)
+
+    def _forget_socket(self, channel: Channel, member: Member | None) -> Member | None:
+        """Take one socket off ``channel``'s local counts; the member when it was its last."""
+        channel.local_sockets -= 1
+        gone = None
         if member is not None:
             remaining = channel.sockets_per_member[member.key] - 1
             if remaining:
                 channel.sockets_per_member[member.key] = remaining
             else:
                 del channel.sockets_per_member[member.key]
-                gone = channel.members.pop(member.key)
-                frame = wire.event_frame(
-                    "pusher_internal:member_removed", {"user_id": gone.user_id}, name
-                )
-                self._fan_out(channel, frame, None)
-        if not channel.subscribers:
-            del state.channels[name]
+                gone = channel.members.pop(member.key, member)
+        return gone
+
+    def leave(self, connection: Subscriber, name: str) -> None:
+        """Unsubscribe; presence: announce the member gone when its last socket anywhere left."""
+        if name not in connection.channels:
+            return
+        member = connection.channels.pop(name)
+        app = connection.app
+        channel = self._state(app.id).channels.get(name)
+        if channel is None:
+            return
+        channel.subscribers.pop(connection, None)
+        gone = self._forget_socket(channel, member)
+        self._drop_if_empty(app.id, channel)
+        self.adapter.left(app, channel, gone,
+                           lambda answer: self._left(app, channel, gone, answer))
+
+    def _drop_if_empty(self, app_id: str, channel: Channel) -> None:
+        channels = self._state(app_id).channels
+        if not channel.local_sockets and channels.get(channel.name) is channel:
+            del channels[channel.name]
+
+    def _left(self, app: AppConfig, channel: Channel, gone: Member | None, answer: Left) -> None:
+        name = channel.name
+        if answer.removed and gone is not None:
+            frame = wire.event_frame(
+                "pusher_internal:member_removed", {"user_id": gone.user_id}, name
+            )
+            self.deliver(app.id, name, frame, None)
         if self._listeners and not channel.kind.user:
-            app = connection.app
-            if gone is not None:
+            if answer.removed and gone is not None:
                 self.notify(app, {"name": "member_removed", "channel": name,
                                   "user_id": gone.key})
-            self._notify_count(app, channel)
-            if not channel.subscribers:
+            if not channel.kind.presence:
+                self.notify(app, {"name": "subscription_count", "channel": name,
+                                  "subscription_count": answer.subscription_count})
+            if answer.vacated:
                 self.notify(app, {"name": "channel_vacated", "channel": name})
-
-    def _notify_count(self, app: AppConfig, channel: Channel) -> None:
-        if not channel.kind.presence:
-            self.notify(app, {"name": "subscription_count", "channel": channel.name,
-                              "subscription_count": channel.subscription_count})
 
     def publish(self, app_id: str, name: str, frame: bytes, except_socket_id: str | None = None
                 ) -> None:
-        """Deliver one pre-framed event to every local subscriber of ``name``.
+        """Deliver one pre-framed event to every subscriber of ``name``, on every node."""
+        self.deliver(app_id, name, frame, except_socket_id)
+        self.adapter.publish(app_id, name, frame, except_socket_id)
+
+    def deliver(self, app_id: str, name: str, frame: bytes, except_socket_id: str | None = None
+                ) -> None:
+        """Deliver one pre-framed event to this node's subscribers of ``name``.
 
         Events for ``#server-to-user-{id}`` reach every connection signed in as that user.
         """
@@ -354,21 +473,26 @@ class Hub:
     # -- cache channels ----------------------------------------------------------------
 
     def remember(self, app: AppConfig, name: str, frame: bytes, data: str) -> None:
-        """Keep ``frame`` as the last event of cache channel ``name`` for ``cache_ttl_seconds``."""
-        expires = self._clock() + app.cache_ttl_seconds
-        self._state(app.id).cache[name] = CachedEvent(frame, data, expires)
+        """Keep ``frame`` as the last event of cache channel ``name`` for ``cache_ttl_seconds``,
+        on every node."""
+        self.keep(app.id, name, frame, data, app.cache_ttl_seconds)
+        self.adapter.remember(app, name, frame)
+
+    def keep(self, app_id: str, name: str, frame: bytes, data: str, ttl: float) -> None:
+        """Keep a cache channel's last event on this node for ``ttl`` seconds."""
+        self._state(app_id).cache[name] = CachedEvent(frame, data, self.clock() + ttl)
 
     def cached(self, app_id: str, name: str) -> tuple[CachedEvent, float] | None:
         """The live cached event of ``name`` and its remaining seconds, if any."""
         entry = self._state(app_id).cache.get(name)
         if entry is None:
             return None
-        remaining = entry.expires - self._clock()
+        remaining = entry.expires - self.clock()
         return (entry, remaining) if remaining > 0 else None
 
     def prune_cache(self) -> None:
         """Drop expired cached events (they are already invisible; this frees the memory)."""
-        now = self._clock()
+        now = self.clock()
         for state in self._apps.values():
             expired = [name for name, entry in state.cache.items() if entry.expires <= now]
             for name in expired:
@@ -389,6 +513,8 @@ class Hub:
                 subscriber.send(frame)
 
     @staticmethod
-    def _succeeded(channel: Channel) -> bytes:
-        data: Any = channel.presence_data() if channel.kind.presence else "{}"
+    def _succeeded(channel: Channel, roster: dict[str, Any] | None) -> bytes:
+        data: Any = "{}"
+        if roster is not None:
+            data = {"presence": {"ids": list(roster), "hash": roster, "count": len(roster)}}
         return wire.event_frame("pusher_internal:subscription_succeeded", data, channel.name)

@@ -141,7 +141,7 @@ class HubCollector(Collector):
         for app_id in self._app_ids:
             # Apps without any activity yet are read as zeros, not added to the hub.
             counters = self._hub.counters(app_id) if app_id in active else Counters()
-            open_connections = self._hub.connection_count(app_id) if app_id in active else 0
+            open_connections = self._hub.local_connection_count(app_id) if app_id in active else 0
             connections.add_metric([app_id], open_connections)
             by_type: dict[str, list[int]] = {}
             presence_members = 0
@@ -167,8 +167,12 @@ class HubCollector(Collector):
             for result in ("delivered", "failed"):
                 deliveries.add_metric([app_id, result], totals[result])
             pending.add_metric([app_id], totals["pending"])
+        ready = GaugeMetricFamily(
+            _PREFIX + "cluster_ready",
+            "1 while this node is part of its cluster (always, with the local adapter).")
+        ready.add_metric([], 1 if self._hub.adapter.ready else 0)
         yield from (connections, channels, subscriptions, members, messages_in, messages_out,
-                    bytes_in, bytes_out, api_messages, api_requests, deliveries, pending)
+                    bytes_in, bytes_out, api_messages, api_requests, deliveries, pending, ready)
 
 
 class Metrics:

@@ -1,24 +1,36 @@
-"""The aiohttp layer: WebSocket upgrades, byte pumping, the HTTP API routes and lifecycle.
+"""Serving: WebSocket upgrades, byte pumping, the HTTP API routes and lifecycle.
 
 Protocol decisions live in :mod:`pusher_compat.connection`; this module only moves bytes.
-Outbound frames are queued per socket and written once per event-loop iteration, so a burst
-of events to one socket costs one ``write`` system call.
+A new connection's first request head is read by :class:`FirstRequest`: a WebSocket upgrade
+on ``/app`` becomes a :class:`SocketSink`, a bare asyncio protocol around the sans-I/O
+:mod:`pusher_compat.websocket` parser (about 2 KiB per idle socket, where aiohttp's
+WebSocketResponse cost 15); every other request is served by aiohttp. Outbound frames are
+queued per socket and written once per event-loop iteration, so a burst of events to one
+socket costs one ``write`` system call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
 import logging
 import random
 import re
 import signal
 import ssl
+import sys
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import cast
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
+from yarl import URL
 
-from . import wire
+from . import websocket, wire
+from .adapters import create_adapter
 from .broadcasting_auth import BroadcastingAuth
 from .config import AppConfig, ServerConfig, Settings
 from .connection import Connection
@@ -30,7 +42,7 @@ from .stats import SqliteStore, StatisticsApi, StatisticsLogger
 from .webhooks import Webhooks
 from .wire import Code, PusherError
 
-__all__ = ["create_app", "run", "serve"]
+__all__ = ["GatewaySite", "create_app", "listen", "run", "serve"]
 
 log = logging.getLogger("pusher_compat")
 
@@ -66,56 +78,119 @@ class Flusher:
             sink.flush()
 
 
-class SocketSink:
-    """A connection's output: pre-framed bytes queued, then written straight to the transport.
+class SocketSink(websocket.WebSocket, asyncio.Protocol):
+    """One WebSocket after its handshake: client frames in, queued frames out.
 
-    A socket whose unsent bytes exceed ``limit`` cannot keep up: it is closed with 4100 rather
-    than let its buffer grow or slow the broadcast for everyone else.
+    The sans-I/O :class:`~pusher_compat.websocket.WebSocket` parses client bytes, and text
+    reaches the :class:`Connection`. Outbound frames are queued and written straight to the
+    transport once per loop iteration (:class:`Flusher`). A socket whose unsent bytes exceed
+    ``limit`` cannot keep up: it is closed with 4100 rather than let its buffer grow or slow
+    the broadcast for everyone else. Idle sockets are most of a server's memory: the parser is
+    a base class rather than an object of its own to save each socket ~40 bytes (so no name
+    here may shadow one of the parser's), and this is the only object per socket besides the
+    transport and the ``Connection``.
     """
 
-    __slots__ = ("_closing", "_flusher", "_limit", "_pending", "_transport", "_ws", "connection")
+    __slots__ = ("_closed", "_flusher", "_gateway", "_limit", "_pending", "_transport",
+                 "address", "connection")
 
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        flusher: Flusher,
-        limit: int,
-    ) -> None:
-        self._ws = ws
+    def __init__(self, transport: asyncio.Transport, gateway: Gateway, flusher: Flusher,
+                 server: ServerConfig) -> None:
         self._transport = transport
+        self._gateway = gateway
         self._flusher = flusher
-        self._limit = limit
-        self._pending: list[bytes] = []
-        self._closing = False
+        self._limit = server.max_write_buffer_bytes
+        websocket.WebSocket.__init__(self, server.max_message_bytes)
+        self._pending: bytes | bytearray | None = None
+        """Frames not written yet: the one frame (the usual case during a broadcast), or
+        several in a bytearray. Never a list: a list per socket per broadcast is a container
+        for the cyclic GC, whose collections then walk every socket (a stall in the tail)."""
+        self._closed: asyncio.Future[None] | None = None
+        """Set once our close frame is out: done when the TCP connection is gone."""
         self.connection: Connection | None = None
+        self.address = ""
+        """The client's address, for ``max_connections_per_ip``."""
+
+    # -- Sink: what the Connection sends ------------------------------------------------
 
     def send(self, frame: bytes) -> None:
-        if self._closing:
-            return
-        if not self._pending:
+        """Queue ``frame``. No state check: a closed Connection stops sending by itself."""
+        pending = self._pending
+        if pending is None:
+            self._pending = frame
             self._flusher.schedule(self)
-        self._pending.append(frame)
+        elif isinstance(pending, bytearray):
+            pending += frame
+        else:
+            self._pending = bytearray(pending) + frame
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if not pending or self._transport.is_closing():
+        pending, self._pending = self._pending, None
+        if pending is None or self._transport.is_closing():
             return
-        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self._transport.write(pending)
         if self._transport.get_write_buffer_size() > self._limit and self.connection:
             self.connection.close(Code.OVER_CAPACITY, "Slow consumer: too much unsent data")
 
     def close(self, code: int, reason: str) -> None:
-        if self._closing:
+        """Send what is queued and a close frame, then wait (at most ``_CLOSE_TIMEOUT``) for
+        the client's close frame: closing TCP at once could reset the connection and lose
+        the close code that tells pusher-js whether to reconnect."""
+        frame = self.start_close(code, reason)
+        if not frame or self._transport.is_closing():
             return
-        self.flush()
-        self._closing = True
-        task = asyncio.ensure_future(self._ws.close(code=code, message=reason.encode()[:120]))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        self._write_last(frame)
+        loop = asyncio.get_running_loop()
+        closed = self._closed = loop.create_future()
+        timer = loop.call_later(_CLOSE_TIMEOUT, self._transport.abort)
+        closed.add_done_callback(lambda _: timer.cancel())
+        _background.add(closed)
+        closed.add_done_callback(_background.discard)
+
+    # -- asyncio.Protocol: what the client sends ------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.receive(data):
+            self._on_event(event)
+
+    def _on_event(self, event: websocket.Event) -> None:
+        connection = self.connection
+        match event:
+            case websocket.Text(text) if connection is not None:
+                connection.receive(text)
+            case websocket.Binary() if connection is not None:
+                connection.touch()
+                connection.send(wire.error_frame(None, "Binary frames are not supported"))
+            case websocket.Ping(reply) if self.state is websocket.State.OPEN:
+                self.send(reply)
+                if connection is not None:
+                    connection.touch()
+            case websocket.Pong() if connection is not None:
+                connection.touch()
+            case websocket.Close(_, _, reply):
+                if connection is not None:
+                    connection.closed()
+                self._write_last(reply)
+                self._transport.close()
+
+    def _write_last(self, frame: bytes) -> None:
+        """Write what is queued, then ``frame`` (a close frame), in one write."""
+        pending, self._pending = self._pending, None
+        self._transport.write(frame if pending is None else pending + frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        connection, self.connection = self.connection, None  # and no cycle left for the GC
+        if connection is not None:
+            connection.closed()
+            self._gateway.release(connection, self.address)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
 
 
-_background: set[asyncio.Future[bool]] = set()
+_background: set[asyncio.Future[None]] = set()
+"""Sockets waiting for the client's close frame: shutdown waits for them."""
+_CLOSE_TIMEOUT = 10.0
+"""Seconds a client gets to answer our close frame before the connection is cut."""
 
 
 class Gateway:
@@ -130,22 +205,22 @@ class Gateway:
         """Open connections by (app id, client address), for ``max_connections_per_ip``."""
         self.draining = False
 
-    def _admit(self, request: web.Request) -> AppConfig:
+    def _admit(self, handshake: Handshake) -> AppConfig:
         """The app a connection belongs to; raises :class:`PusherError` to refuse it."""
-        key = request.match_info["key"]
+        key = handshake.match_info["key"]
         app = self._apps.get(key)
         if app is None:
             raise PusherError(Code.APP_NOT_FOUND, f"App key {key} does not exist")
-        self._check_protocol(request.query)
+        self._check_protocol(handshake.query)
         if self.draining:
             # 41xx: pusher-js backs off a second, by which time the balancer knows.
             raise PusherError(Code.OVER_CAPACITY, "Server is shutting down")
         if not app.enabled:
             raise PusherError(Code.APP_DISABLED, f"App {app.id} is disabled")
-        origin = request.headers.get("Origin", "")
+        origin = handshake.headers.get("Origin", "")
         if app.allowed_origins and not {"*", origin} & set(app.allowed_origins):
             raise PusherError(Code.UNAUTHORIZED, f"Origin {origin!r} is not allowed")
-        self._check_quotas(app, request.remote or "")
+        self._check_quotas(app, handshake.remote or "")
         return app
 
     def _check_protocol(self, query: Mapping[str, str]) -> None:
@@ -174,66 +249,70 @@ class Gateway:
             )
 
     async def app_socket(self, request: web.Request) -> web.StreamResponse:
-        try:
-            app = self._admit(request)
-        except PusherError as refusal:
-            return await self._accept(request, refusal)
-        return await self._accept(request, app)
+        """``/app`` requests that reached aiohttp: a plain GET (404), or an upgrade sent on a
+        kept-alive connection after other requests (nginx reuses its upstream connections).
+        Such an upgrade is taken away from aiohttp and accepted like any other."""
+        handshake = Handshake.from_request(request)
+        if handshake is None:
+            raise web.HTTPNotFound(text="This endpoint is for WebSocket connections\n")
+        self.accept(handshake, _detach(request))
+        return web.Response()  # never sent: aiohttp lost the transport in _detach
+
+    bad_path = app_socket
+    """Paths under ``/app`` that are not ``/app/{key}``: :meth:`accept` refuses them (4005)."""
 
     async def ready(self, request: web.Request) -> web.Response:
-        """Readiness: 503 while draining, so a balancer stops sending new clients here."""
+        """Readiness: 503 while draining or cut off from the cluster's Redis, so a balancer
+        sends new clients elsewhere."""
         if self.draining:
             return web.json_response({"status": "draining"}, status=503)
+        if not self._hub.adapter.ready:
+            return web.json_response({"status": "redis unavailable"}, status=503)
         return web.json_response({"status": "ready"})
 
-    async def bad_path(self, request: web.Request) -> web.StreamResponse:
-        refusal = PusherError(Code.PATH_NOT_FOUND, f"Invalid path {request.path}: use /app/{{key}}")
-        return await self._accept(request, refusal)
-
-    async def _accept(
-        self, request: web.Request, admitted: AppConfig | PusherError
-    ) -> web.StreamResponse:
-        ws = web.WebSocketResponse(
-            compress=False, max_msg_size=self._settings.server.max_message_bytes
-        )
-        if not ws.can_prepare(request).ok:
-            raise web.HTTPNotFound(text="This endpoint is for WebSocket connections\n")
-        await ws.prepare(request)
-        transport = request.transport
-        assert transport is not None
+    def accept(self, handshake: Handshake, transport: asyncio.Transport,
+               received: bytes = b"") -> None:
+        """Answer the upgrade (101), then turn the connection into a :class:`SocketSink`:
+        admitted, it gets its :class:`Connection`; refused, it gets the ``pusher:error`` and
+        the close with the same code. ``received``: bytes already read after the head."""
+        if self._flusher is None:
+            self._flusher = Flusher(asyncio.get_running_loop())
+        sink = SocketSink(transport, self, self._flusher, self._settings.server)
+        transport.set_protocol(sink)
+        # Queued, not written: the 101 and the first frame leave in one write.
+        sink.send(websocket.switching_protocols(handshake.accept))
+        admitted = self._admission(handshake)
         if isinstance(admitted, PusherError):
             # The first frame must carry a numeric code: pusher-js crashes on a null one.
             log.info("refused connection: %s", admitted)
-            transport.write(admitted.to_frame())
-            await ws.close(code=int(admitted.code or Code.UNAUTHORIZED),
-                           message=admitted.message.encode()[:120])
-            return ws
-        if self._flusher is None:
-            self._flusher = Flusher(asyncio.get_running_loop())
-        limit = self._settings.server.max_write_buffer_bytes
-        sink = SocketSink(ws, transport, self._flusher, limit)
+            sink.send(admitted.to_frame())
+            sink.close(int(admitted.code or Code.UNAUTHORIZED), admitted.message)
+            return
         connection = Connection(admitted, self._settings.server, self._hub, sink)
         sink.connection = connection
-        address = (admitted.id, request.remote or "")
+        sink.address = handshake.remote or ""
+        address = (admitted.id, sink.address)
         self._per_address[address] = self._per_address.get(address, 0) + 1
         connection.open()
-        try:
-            await self._pump(ws, connection)
-        finally:
-            connection.closed()
-            remaining = self._per_address.pop(address) - 1
-            if remaining:
-                self._per_address[address] = remaining
-        return ws
+        if received:
+            sink.data_received(received)
 
-    @staticmethod
-    async def _pump(ws: web.WebSocketResponse, connection: Connection) -> None:
-        async for message in ws:
-            if message.type is WSMsgType.TEXT:
-                connection.receive(message.data)
-            elif message.type is WSMsgType.BINARY:
-                connection.touch()
-                connection.send(wire.error_frame(None, "Binary frames are not supported"))
+    def _admission(self, handshake: Handshake) -> AppConfig | PusherError:
+        if "key" not in handshake.match_info:
+            return PusherError(
+                Code.PATH_NOT_FOUND, f"Invalid path {handshake.path}: use /app/{{key}}"
+            )
+        try:
+            return self._admit(handshake)
+        except PusherError as refusal:
+            return refusal
+
+    def release(self, connection: Connection, address: str) -> None:
+        """A connection's socket is gone: it no longer counts for its address."""
+        key = (connection.app.id, address)
+        remaining = self._per_address.pop(key) - 1
+        if remaining:
+            self._per_address[key] = remaining
 
     async def check_activity(self) -> None:
         """Ping silent sockets, close the ones that never answer (4201); drop expired cache."""
@@ -285,7 +364,7 @@ def create_app(settings: Settings) -> web.Application:
     dashboard = (Dashboard(settings, None, server.dashboard_password, store=store)
                  if server.dashboard_password else None)
     listeners: list[HubListener] = [x for x in (webhooks, dashboard) if x is not None]
-    hub = Hub(listeners=listeners)
+    hub = Hub(listeners=listeners, adapter=create_adapter(settings))
     if dashboard is not None:
         dashboard.hub = hub
     gateway = Gateway(settings, hub)
@@ -316,6 +395,7 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(dashboard.routes())
 
     async def background(app: web.Application) -> AsyncIterator[None]:
+        await hub.adapter.start()
         if webhooks is not None:
             await webhooks.start()
         if dashboard is not None:
@@ -336,6 +416,7 @@ def create_app(settings: Settings) -> web.Application:
             await stats_logger.stop()
         if store is not None:
             store.close()
+        await hub.adapter.close()
 
     async def on_shutdown(app: web.Application) -> None:
         count = hub.connection_count()
@@ -350,21 +431,202 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_NOT_IN_KEY = re.compile(r"[/{}]")
+"""What ``/app/{key}`` cannot contain, as in aiohttp's route (a key is one path segment)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """A WebSocket upgrade under ``/app``: the accept key, and what :meth:`Gateway._admit`
+    reads (``match_info``, ``query``, ``headers``, ``remote``).
+
+    Built from the raw head of a connection's first request, or from a request aiohttp parsed
+    (a later request on a kept-alive connection), by the same checks either way.
+    """
+
+    path: str
+    query: MultiMapping[str]
+    headers: MultiMapping[str]
+    remote: str | None
+    accept: str
+    match_info: Mapping[str, str]
+
+    @classmethod
+    def parse(cls, head: bytes, remote: str | None) -> Handshake | None:
+        """The upgrade in a request head (without its blank line); ``None`` for anything
+        else, including whatever this strict reading does not understand: aiohttp answers
+        those."""
+        request_line, *lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+        method, _, rest = request_line.partition(" ")
+        target, _, version = rest.partition(" ")
+        if version != "HTTP/1.1" or not target.startswith("/"):
+            return None
+        pairs = [line.partition(":") for line in lines]
+        if any(not colon or not _HTTP_TOKEN.fullmatch(name) for name, colon, _ in pairs):
+            return None
+        headers = CIMultiDict([(name, value.strip(" \t")) for name, _, value in pairs])
+        path, _, query = target.partition("?")
+        try:
+            url = URL.build(path=path, query_string=query, encoded=True)
+        except ValueError:
+            return None
+        return cls._upgrade(method, url.path, url.query, CIMultiDictProxy(headers), remote)
+
+    @classmethod
+    def from_request(cls, request: web.Request) -> Handshake | None:
+        if request.version != (1, 1):
+            return None
+        return cls._upgrade(request.method, request.path, request.query, request.headers,
+                            request.remote)
+
+    @classmethod
+    def _upgrade(cls, method: str, path: str, query: MultiMapping[str],
+                 headers: MultiMapping[str], remote: str | None) -> Handshake | None:
+        if method != "GET" or not (path == "/app" or path.startswith("/app/")):
+            return None
+        accept = websocket.handshake_accept(headers)
+        if accept is None:
+            return None
+        key = path[len("/app/"):]
+        match_info = {"key": key} if key and not _NOT_IN_KEY.search(key) else {}
+        return cls(path, query, headers, remote, accept, match_info)
+
+
+_APP_GET = b"GET /app"
+_HEAD_LIMIT = 16384
+"""Bytes of a first request read while it may still be an upgrade; past it aiohttp decides
+(and applies its own limits)."""
+_HEAD_TIMEOUT = 30.0
+"""Seconds a new connection gets to send its first request head."""
+
+
+class FirstRequest(asyncio.Protocol):
+    """Reads a new connection's first request head, then gives the connection away.
+
+    A WebSocket upgrade under ``/app`` goes to :meth:`Gateway.accept`, so no aiohttp object is
+    ever made for it (aiohttp's request, response and handler task cost an idle socket about
+    13 KiB). Anything else goes, with every byte read so far, to aiohttp's own protocol, which
+    serves it exactly as if it had accepted the connection itself.
+    """
+
+    __slots__ = ("_gateway", "_head", "_http", "_timer", "_transport")
+
+    def __init__(self, gateway: Gateway, http: web.Server) -> None:
+        self._gateway = gateway
+        self._http = http
+        self._head = b""
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._timer = asyncio.get_running_loop().call_later(_HEAD_TIMEOUT, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        received = self._head + data
+        may_upgrade = received.startswith(_APP_GET) or _APP_GET.startswith(received)
+        end = received.find(b"\r\n\r\n") if may_upgrade else -1
+        if end < 0 and may_upgrade and len(received) < _HEAD_LIMIT:
+            self._head = received  # the rest of the head is still on its way
+            return
+        transport, timer = self._transport, self._timer
+        assert transport is not None and timer is not None
+        timer.cancel()
+        handshake = Handshake.parse(received[:end], _remote(transport)) if end >= 0 else None
+        if handshake is not None:
+            self._gateway.accept(handshake, transport, received[end + 4:])
+            return
+        protocol = self._http()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(received)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _remote(transport: asyncio.BaseTransport) -> str | None:
+    """The client address, as aiohttp's ``request.remote`` gives it."""
+    peername = transport.get_extra_info("peername")
+    # Interned: the sockets of one address (a NAT, an office) share one string.
+    return sys.intern(str(peername[0])) if isinstance(peername, list | tuple) else None
+
+
+def _detach(request: web.Request) -> asyncio.Transport:
+    """Take a connection away from aiohttp: its protocol is told the connection is lost
+    (unregistered from the server, timers cancelled) after forgetting the transport, so it
+    neither writes to nor closes it any more. A client sends nothing after an upgrade
+    request until the 101, so nothing is left unread in aiohttp's buffers."""
+    protocol, transport = request.protocol, request.transport
+    assert transport is not None
+    protocol.transport = None
+    protocol.connection_lost(None)
+    return cast(asyncio.Transport, transport)
+
+
+_BACKLOG = 1024
+"""Pending connections the kernel queues: aiohttp's 128 drops SYNs (a one-second retransmit
+for the client) when a few hundred clients connect at once."""
+
+
+class GatewaySite(web.BaseSite):
+    """A TCP (or TLS) site whose connections are read first by :class:`FirstRequest`:
+    WebSockets on ``/app`` bypass aiohttp, every other route is aiohttp's as before."""
+
+    __slots__ = ("_bound_port", "_gateway", "_host", "_port")
+
+    def __init__(self, runner: web.AppRunner, gateway: Gateway, host: str, port: int,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=_BACKLOG)
+        self._gateway = gateway
+        self._host = host
+        self._port = port
+        self._bound_port = port
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        host = self._host or "0.0.0.0"
+        return str(URL.build(scheme=scheme, host=host, port=self._bound_port))
+
+    async def start(self) -> None:
+        await super().start()
+        http = self._runner.server
+        assert http is not None
+        self._server = server = await asyncio.get_running_loop().create_server(
+            functools.partial(FirstRequest, self._gateway, http), self._host, self._port,
+            ssl=self._ssl_context, backlog=self._backlog,
+        )
+        self._bound_port = server.sockets[0].getsockname()[1]
+
+
+async def listen(app: web.Application, host: str, port: int,
+                 ssl_context: ssl.SSLContext | None = None,
+                 shutdown_timeout: float = 10.0) -> web.AppRunner:
+    """Start serving ``app`` (made by :func:`create_app`) on ``host:port``; ``runner.addresses``
+    says where, ``runner.cleanup()`` stops."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    await GatewaySite(runner, app[GATEWAY], host, port, ssl_context).start()
+    return runner
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then drain: readiness turns 503, sockets are
     closed with 4200 over ``drain_seconds``, and the server stops."""
     server = settings.server
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=server.shutdown_timeout)
-    await runner.setup()
     # Signals first: a SIGTERM right after the "listening" line must drain, not kill.
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(server))
-    await site.start()
+    runner = await listen(app, server.host, server.port, _ssl_context(server),
+                          server.shutdown_timeout)
+    _tune_gc()
     for config in settings.apps:
         log.info("serving app id=%s key=%s (%s, client events %s)", config.id, config.key,
                  "enabled" if config.enabled else "disabled",
@@ -378,6 +640,17 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await app[GATEWAY].drain(server.drain_seconds)
     await runner.cleanup()
     log.info("stopped")
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic GC off the latency tail. Everything alive after start-up (modules,
+    schemas, settings) lives as long as the process: frozen, no collection walks it again.
+    Measured with 1,000 subscribers: a full collection took 30-45 ms before freezing, 2-4 ms
+    after. The thresholds stay the defaults: with broadcasts allocating no container per
+    socket, (50000, 50, 1000) cut collections tenfold but moved neither p99 nor the maximum
+    beyond run-to-run noise."""
+    gc.collect()
+    gc.freeze()
 
 
 def _ssl_context(server: ServerConfig) -> ssl.SSLContext | None:

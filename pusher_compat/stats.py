@@ -203,7 +203,7 @@ class StatisticsLogger:
             previous = self._previous.get(app_id, (0,) * len(totals))
             self._previous[app_id] = totals
             deltas = [now_ - before for now_, before in zip(totals, previous, strict=True)]
-            connections = self._hub.connection_count(app_id)
+            connections = self._hub.local_connection_count(app_id)
             peak = max(counters.connections_peak, connections)
             counters.connections_peak = connections
             channels = list(self._hub.channels(app_id))
@@ -376,7 +376,7 @@ class StatisticsApi:
             rows = await asyncio.to_thread(self._store.query, app.id, from_ts, to_ts)
         channels = list(self._hub.channels(app.id))
         current = {
-            "connections": self._hub.connection_count(app.id),
+            "connections": self._hub.local_connection_count(app.id),
             "channels": len(channels),
             "subscriptions": sum(channel.subscription_count for channel in channels),
         }

@@ -26,6 +26,7 @@ __all__ = [
     "frame",
     "loads",
     "signin_success_frame",
+    "unframe",
 ]
 
 
@@ -140,6 +141,12 @@ def _header(length: int) -> bytes:
 def frame(payload: bytes) -> bytes:
     """Wrap UTF-8 JSON bytes in one WebSocket text frame, ready for ``transport.write``."""
     return _header(len(payload)) + payload
+
+
+def unframe(frame: bytes) -> bytes:
+    """The payload of a frame made by :func:`frame` (what another node is sent)."""
+    marker = frame[1]
+    return frame[2 if marker < 126 else 4 if marker == 126 else 10:]
 
 
 def event_frame(

@@ -1,5 +1,5 @@
 """Small helpers for driving the sans-I/O protocol core: a recording sink, a frame decoder
-and a settable clock."""
+and a settable clock; and a test server that serves exactly as ``pusher-compat serve`` does."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp.test_utils import TestServer
+from yarl import URL
 
-__all__ = ["FakeClock", "ListSink", "WsClient", "unframe"]
+from pusher_compat.server import listen
+
+__all__ = ["FakeClock", "GatewayTestServer", "ListSink", "WsClient", "unframe"]
 
 
 def unframe(frame: bytes) -> str:
@@ -116,3 +120,17 @@ async def _text(ws: ClientWebSocketResponse, timeout: float) -> str:
     message = await asyncio.wait_for(ws.receive(), timeout)
     assert message.type is WSMsgType.TEXT, message
     return message.data
+
+
+class GatewayTestServer(TestServer):
+    """aiohttp's test server for an app made by ``create_app``, listening through the real
+    server's :func:`~pusher_compat.server.listen`: WebSockets on ``/app`` take the same path
+    as in production (``aiohttp_client(GatewayTestServer(create_app(settings)))``)."""
+
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None,
+                           **kwargs: Any) -> None:
+        if self.runner:
+            return
+        self.runner = await listen(self.app, self.host, 0)
+        self.port = self.runner.addresses[0][1]
+        self._root = URL(f"http://{self.host}:{self.port}")

@@ -787,6 +787,8 @@ async def test_connection_accepts_the_returned_signature(
 ) -> None:
     sink = ListSink()
     connection = Connection(APP, ServerConfig(), Hub(), sink)
+    connection.open()
+    sink.frames.clear()  # connection_established
     client = await make_client()
     status, body = await post(client, channel, bearer(token(name="Mr. Channels")),
                               socket_id=connection.socket_id)

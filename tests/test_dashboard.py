@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from helpers import WsClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -26,7 +25,7 @@ from pusher_compat import signatures
 from pusher_compat.config import AppConfig, ServerConfig, Settings
 from pusher_compat.dashboard import COOKIE, Dashboard
 from pusher_compat.hub import Hub
-from pusher_compat.server import create_app
+from pusher_compat.server import create_app, listen
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -61,10 +60,7 @@ class Server:
 async def server() -> AsyncIterator[Server]:
     settings = Settings(server=ServerConfig(activity_timeout=30, dashboard_password=PASSWORD),
                         apps=(AppConfig(id=APP_ID, key=KEY, secret=SECRET),))
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner = await listen(create_app(settings), "127.0.0.1", 0)
     host, port = runner.addresses[0][:2]
     try:
         yield Server(f"http://{host}:{port}")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
-from helpers import ListSink
+from helpers import GatewayTestServer, ListSink
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -157,7 +157,7 @@ def start(aiohttp_client: ClientFactory) -> Callable[..., Awaitable[Started]]:
 
     async def starter(settings: Settings | None = None, subscribe: bool = True) -> Started:
         app = create_app(settings or server_settings())
-        client = await aiohttp_client(app)
+        client = await aiohttp_client(GatewayTestServer(app))
         healthy = await Socket.connect(client)
         if subscribe:
             await healthy.subscribe(HEALTHY_CHANNEL)

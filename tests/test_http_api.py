@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, WSMsgType
 from aiohttp.test_utils import TestClient
-from helpers import WsClient
+from helpers import GatewayTestServer, WsClient
 
 from pusher_compat import signatures
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -171,7 +171,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(GatewayTestServer(create_app(settings)))
 
 
 @pytest.fixture

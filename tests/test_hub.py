@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from helpers import FakeClock, ListSink, unframe
 
 import pusher_compat.hub as hub_module
 from pusher_compat import wire
+from pusher_compat.adapters.base import Joined, Left
+from pusher_compat.adapters.local import LocalAdapter
 from pusher_compat.config import AppConfig, ServerConfig
 from pusher_compat.connection import Connection
-from pusher_compat.hub import Hub, Member
+from pusher_compat.hub import Channel, Hub, Member
 from pusher_compat.signatures import channel_string, sign_auth, user_string
 
 KEY = "278d425bdf160c739803"
@@ -232,14 +234,17 @@ def test_channels_lists_occupied_channels_of_one_app(hub: Hub) -> None:
 
 
 def test_presence_counts_are_per_user_and_per_socket(hub: Hub) -> None:
-    conns = [connect(hub)[0] for _ in range(3)]
-    hub.join(conns[0], "presence-room", Member("1", {"name": "Ann"}))
-    hub.join(conns[1], "presence-room", Member(1, {"name": "Ann again"}))
-    hub.join(conns[2], "presence-room", Member("2"))
+    conns = [connect(hub) for _ in range(4)]
+    hub.join(conns[0][0], "presence-room", Member("1", {"name": "Ann"}))
+    hub.join(conns[1][0], "presence-room", Member(1, {"name": "Ann again"}))
+    hub.join(conns[2][0], "presence-room", Member("2"))
     channel = hub.channel("1", "presence-room")
     assert channel is not None
     assert (channel.subscription_count, channel.user_count) == (3, 2)
-    assert channel.presence_data() == {
+    last, sink = conns[3]
+    sink.take()
+    hub.join(last, "presence-room", Member("1", {"name": "Ann on a third tab"}))
+    assert json.loads(sink.take()[0]["data"]) == {
         "presence": {"ids": ["1", "2"], "hash": {"1": {"name": "Ann"}, "2": None}, "count": 2}
     }
 
@@ -284,3 +289,82 @@ def test_new_socket_id_avoids_ids_of_open_connections(
     values = iter([taken_left, taken_right, 5, 6])
     monkeypatch.setattr(hub_module.random, "randint", lambda a, b: next(values))
     assert hub.new_socket_id("1") == "5.6"
+
+
+# -- a cluster that answers later (as the Redis adapter does) ------------------------------
+
+
+class LateCluster(LocalAdapter):
+    """The one-node answers, given only when the test releases them, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[Callable[[], None]] = []
+
+    def joined(self, app: AppConfig, channel: Channel, member: Member | None, first: bool,
+               done: Callable[[Joined], None]) -> None:
+        self.waiting.append(lambda: super(LateCluster, self).joined(app, channel, member,
+                                                                    first, done))
+
+    def left(self, app: AppConfig, channel: Channel, member: Member | None,
+             done: Callable[[Left], None]) -> None:
+        self.waiting.append(lambda: super(LateCluster, self).left(app, channel, member, done))
+
+    def answer_all(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for answer in waiting:
+            answer()
+
+
+@pytest.fixture
+def late() -> tuple[Hub, LateCluster]:
+    cluster = LateCluster()
+    return Hub(adapter=cluster), cluster
+
+
+def test_presence_subscription_succeeds_when_the_cluster_answers(
+        late: tuple[Hub, LateCluster]) -> None:
+    hub, cluster = late
+    conn, sink = connect(hub)
+    hub.join(conn, "presence-room", Member("1", {"name": "Ann"}))
+    assert sink.frames == []
+    cluster.answer_all()
+    assert [json.loads(unframe(f))["event"] for f in sink.frames] == [
+        "pusher_internal:subscription_succeeded"]
+
+
+def test_events_before_the_answer_do_not_reach_a_pending_subscriber(
+        late: tuple[Hub, LateCluster]) -> None:
+    hub, _ = late
+    conn, sink = connect(hub)
+    hub.join(conn, "presence-room", Member("1"))
+    hub.publish("1", "presence-room", EVENT)
+    assert sink.frames == []
+
+
+def test_leaving_before_the_answer_leaves_nothing_behind(
+        late: tuple[Hub, LateCluster]) -> None:
+    hub, cluster = late
+    conn, sink = connect(hub)
+    hub.join(conn, "presence-room", Member("1"))
+    hub.leave(conn, "presence-room")
+    cluster.answer_all()
+    assert sink.frames == []
+    assert hub.channel("1", "presence-room") is None
+    assert conn.channels == {}
+
+
+def test_a_refusal_after_leaving_is_not_undone_twice(late: tuple[Hub, LateCluster]) -> None:
+    hub, cluster = late
+    app = AppConfig(id="1", key=KEY, secret=SECRET, max_presence_members=1)
+    first, _ = connect(hub, app)
+    hub.join(first, "presence-room", Member("1"))
+    cluster.answer_all()
+    second, sink = connect(hub, app)
+    hub.join(second, "presence-room", Member("2"))
+    hub.leave(second, "presence-room")
+    cluster.answer_all()  # refused (the channel is full) after it left
+    channel = hub.channel("1", "presence-room")
+    assert channel is not None
+    assert (channel.local_sockets, channel.sockets_per_member) == (1, {"1": 1})
+    assert sink.frames == []

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
-from helpers import FakeClock, ListSink
+from helpers import FakeClock, GatewayTestServer, ListSink
 
 from pusher_compat import signatures, wire
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -23,6 +23,11 @@ from pusher_compat.limits import PerSecond
 from pusher_compat.server import HUB, create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+async def serving(aiohttp_client: ClientFactory, settings: Settings) -> TestClient:
+    """A test client of a server with ``settings``, serving as ``pusher-compat serve`` does."""
+    return await aiohttp_client(GatewayTestServer(create_app(settings)))
 
 
 def error(code: int | None, message: str) -> dict[str, Any]:
@@ -78,7 +83,7 @@ def app_settings(**app: Any) -> Settings:
 async def test_connections_per_ip_over_the_limit_are_refused_with_4004(
     aiohttp_client: ClientFactory,
 ) -> None:
-    client = await aiohttp_client(create_app(app_settings(max_connections_per_ip=2)))
+    client = await serving(aiohttp_client, app_settings(max_connections_per_ip=2))
     first = await established(client, "/app/app-key?protocol=7")
     await established(client, "/app/app-key?protocol=7")
     assert await first_frame_and_close(client, "/app/app-key?protocol=7") == (
@@ -92,15 +97,13 @@ async def test_connections_per_ip_over_the_limit_are_refused_with_4004(
 @pytest.mark.parametrize("allowed", [("https://shop.example",), ("*",)])
 async def test_allowed_origin_connects(aiohttp_client: ClientFactory, allowed: tuple[str]
                                        ) -> None:
-    client = await aiohttp_client(create_app(app_settings(allowed_origins=allowed)))
+    client = await serving(aiohttp_client, app_settings(allowed_origins=allowed))
     await established(client, "/app/app-key?protocol=7",
                       headers={"Origin": "https://shop.example"})
 
 
 async def test_other_origin_is_refused_with_4009(aiohttp_client: ClientFactory) -> None:
-    client = await aiohttp_client(
-        create_app(app_settings(allowed_origins=("https://shop.example",)))
-    )
+    client = await serving(aiohttp_client, app_settings(allowed_origins=("https://shop.example",)))
     assert await first_frame_and_close(
         client, "/app/app-key?protocol=7", headers={"Origin": "https://evil.example"}
     ) == (error(4009, "Origin 'https://evil.example' is not allowed"), 4009)
@@ -144,7 +147,7 @@ async def limited_api(aiohttp_client: ClientFactory
     clock = FakeClock(time.time())
     settings = app_settings(max_backend_events_per_second=3, max_read_requests_per_second=2)
     app = web.Application()
-    app.add_routes(HttpApi(settings, Hub(), clock=clock).routes())
+    app.add_routes(HttpApi(settings, Hub(clock=clock), clock=clock).routes())
     return await aiohttp_client(app), clock
 
 
@@ -206,7 +209,7 @@ async def test_slow_consumer_is_cut_off_with_4100_and_others_get_everything(
     settings = Settings(server=ServerConfig(max_write_buffer_bytes=1024 * 1024),
                         apps=(AppConfig(id="1", key="app-key", secret="app-secret"),))
     app = create_app(settings)
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(GatewayTestServer(app))
     slow = await established(client, "/app/app-key?protocol=7")
     healthy = await established(client, "/app/app-key?protocol=7")
     for ws in (slow, healthy):

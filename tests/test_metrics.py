@@ -179,6 +179,7 @@ async def test_metrics_match_scripted_traffic_per_app(aiohttp_client: Any) -> No
         sample("webhook_deliveries_total", app="1001", result="failed"): 0,
         sample("webhook_deliveries_pending", app="1001"): 0,
         **idle("2002"),
+        sample("cluster_ready"): 1,
     }
 
 

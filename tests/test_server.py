@@ -13,6 +13,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess
+from helpers import GatewayTestServer
 
 from pusher_compat.broadcasting_auth import AuthConfig
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -43,9 +44,14 @@ async def refusal(client: TestClient, path: str) -> tuple[dict[str, Any], int | 
     return first, closing.data
 
 
+async def serving(aiohttp_client: ClientFactory, settings: Settings) -> TestClient:
+    """A test client of a server with ``settings``, serving as ``pusher-compat serve`` does."""
+    return await aiohttp_client(GatewayTestServer(create_app(settings)))
+
+
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory) -> TestClient:
-    return await aiohttp_client(create_app(settings()))
+    return await serving(aiohttp_client, settings())
 
 
 def error(code: int | None, message: str) -> dict[str, Any]:
@@ -81,7 +87,7 @@ async def test_missing_protocol_is_accepted_as_7_by_default(client: TestClient) 
 async def test_missing_protocol_is_refused_with_4008_when_required(
     aiohttp_client: ClientFactory,
 ) -> None:
-    client = await aiohttp_client(create_app(settings(require_protocol=True)))
+    client = await serving(aiohttp_client, settings(require_protocol=True))
     assert await refusal(client, "/app/app-key") == (
         error(4008, "No protocol version supplied"), 4008
     )
@@ -98,7 +104,7 @@ async def test_connection_over_app_quota_is_closed_with_4004(client: TestClient)
 async def test_connection_over_server_capacity_is_closed_with_4100(
     aiohttp_client: ClientFactory,
 ) -> None:
-    client = await aiohttp_client(create_app(settings(max_connections=1)))
+    client = await serving(aiohttp_client, settings(max_connections=1))
     first = await client.ws_connect("/app/app-key?protocol=7")
     await frames(first, 1)
     assert await refusal(client, "/app/app-key?protocol=7") == (
@@ -157,7 +163,7 @@ async def test_binary_frame_gets_error_and_connection_lives_on(client: TestClien
 async def test_oversized_frame_closes_only_that_socket_with_1009(
     aiohttp_client: ClientFactory,
 ) -> None:
-    client = await aiohttp_client(create_app(settings(max_message_bytes=1024)))
+    client = await serving(aiohttp_client, settings(max_message_bytes=1024))
     healthy = await client.ws_connect("/app/app-key?protocol=7")
     await frames(healthy, 1)
     flooder = await client.ws_connect("/app/app-key?protocol=7")
@@ -184,7 +190,7 @@ async def test_events_written_in_one_loop_iteration_leave_in_order(client: TestC
 async def test_silent_socket_is_pinged_then_closed_with_4201(
     aiohttp_client: ClientFactory,
 ) -> None:
-    client = await aiohttp_client(create_app(settings(activity_timeout=1, pong_timeout=1)))
+    client = await serving(aiohttp_client, settings(activity_timeout=1, pong_timeout=1))
     ws = await client.ws_connect("/app/app-key?protocol=7", autoping=False)
     await frames(ws, 1)
     assert await frames(ws, 1) == [{"event": "pusher:ping", "data": "{}"}]
@@ -194,7 +200,7 @@ async def test_silent_socket_is_pinged_then_closed_with_4201(
 
 
 async def test_answered_ping_keeps_socket_open(aiohttp_client: ClientFactory) -> None:
-    client = await aiohttp_client(create_app(settings(activity_timeout=1, pong_timeout=1)))
+    client = await serving(aiohttp_client, settings(activity_timeout=1, pong_timeout=1))
     ws = await client.ws_connect("/app/app-key?protocol=7")
     await frames(ws, 1)
     for _ in range(2):
@@ -228,7 +234,7 @@ async def test_broadcasting_auth_is_served_with_an_auth_section(
     aiohttp_client: ClientFactory,
 ) -> None:
     settings = Settings(apps=(APP,), auth=AuthConfig(jwt_secret="change-me"))
-    client = await aiohttp_client(create_app(settings))
+    client = await serving(aiohttp_client, settings)
     response = await client.post(
         "/broadcasting/auth", data={"socket_id": "1.1", "channel_name": "private-x"}
     )

@@ -131,7 +131,7 @@ class Dashboard:
             self._last_totals[app_id] = total
             samples.append({
                 "time": now,
-                "connections": hub.connection_count(app_id),
+                "connections": hub.local_connection_count(app_id),
                 "messages": max(0, total - previous),
             })
 
@@ -231,7 +231,7 @@ class Dashboard:
         hub = self._hub()
         return web.json_response({"apps": [
             {"id": app.id, "key": app.key, "enabled": app.enabled,
-             "connections": hub.connection_count(app.id)}
+             "connections": hub.local_connection_count(app.id)}
             for app in self._apps.values()
         ]})
 
@@ -252,7 +252,7 @@ class Dashboard:
                     for m in channel.members.values()
                 ]
             channels.append(item)
-        return web.json_response({"connections": hub.connection_count(app.id),
+        return web.json_response({"connections": hub.local_connection_count(app.id),
                                   "channels": channels})
 
     async def events(self, request: web.Request) -> web.Response:

@@ -1,0 +1,24 @@
+"""Adapters: how a node shares its state with the others (see :mod:`.base`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Adapter
+from .local import LocalAdapter
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["Adapter", "LocalAdapter", "create_adapter"]
+
+
+def create_adapter(settings: Settings) -> Adapter:
+    """The adapter ``settings.server.adapter`` names."""
+    server = settings.server
+    if server.adapter == "redis":
+        from .redis import RedisAdapter
+
+        return RedisAdapter(settings.apps, server.redis_url, server.redis_prefix,
+                            server.node_lease_seconds)
+    return LocalAdapter()

@@ -1,0 +1,603 @@
+"""The Redis adapter: many nodes behave as one Pusher app.
+
+* **Bus.** Each node subscribes once per app to ``{prefix}:{app}:bus``. An event published on a
+  node is written to its own sockets at once and sent once to the bus; every other node frames
+  it once and writes it to its sockets. No per-subscriber Redis traffic.
+* **State.** Counts, presence rosters and signed-in users live in Redis and change only through
+  the atomic scripts of :mod:`.lua`, which also decide, once for the whole cluster, whether a
+  member is new or gone, a channel occupied or vacated, a user online or offline.
+* **Liveness.** Each node renews a lease in ``{prefix}:nodes``; a node whose lease ran out is
+  *reaped* by one survivor (a ``SET NX`` claim): its ledger is undone, its members announced
+  gone, webhooks sent.
+* **Outages.** Commands go through one writer, pipelined, in order. When Redis cannot be
+  reached the node keeps serving its own sockets with local answers, says it is not ready, and
+  retries with backoff; once back, it makes Redis agree with what it holds (its ledger against
+  its sockets) and re-sends presence rosters to its sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
+
+from .. import wire
+from ..channels import kind_of
+from . import lua
+from .base import ChannelCounts, Joined, Left, SignedIn, SignedOut
+from .local import LocalAdapter
+
+if TYPE_CHECKING:
+    from ..config import AppConfig
+    from ..hub import Channel, Hub, Member
+
+__all__ = ["RedisAdapter", "connect_url"]
+
+log = logging.getLogger("pusher_compat.redis")
+
+_BATCH = 512
+"""Commands per pipeline round trip."""
+_NO_LIMIT = 1 << 30
+_SEP = b"\0"
+
+
+def connect_url(url: str) -> aioredis.Redis:
+    """A client for ``redis://``, ``rediss://`` (TLS), ``unix://`` or
+    ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``."""
+    options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5,
+                               "health_check_interval": 5}
+    if not url.startswith("redis+sentinel://"):
+        return aioredis.Redis.from_url(url, **options)
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    nodes = []
+    for address in hosts.split(","):
+        host, _, port = address.rpartition(":")
+        nodes.append((host or address, int(port or 26379)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("a redis+sentinel:// URL needs the service name: .../mymaster")
+    password = unquote(parts.password) if parts.password else None
+    sentinel = Sentinel(nodes, password=password, **options)
+    return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0,
+                               password=password, **options)
+
+
+class _Keys:
+    """Key names of one app; the ``{app}`` hash tag keeps an app's keys in one Cluster slot."""
+
+    __slots__ = ("base", "bus", "channels", "conns", "node_ch", "node_pm", "node_users",
+                 "users")
+
+    def __init__(self, prefix: str, app_id: str, node: str) -> None:
+        self.base = f"{prefix}:{{{app_id}}}"
+        self.bus = f"{self.base}:bus"
+        self.channels = f"{self.base}:channels"
+        self.users = f"{self.base}:users"
+        self.conns = f"{self.base}:conns"
+        self.node_ch, self.node_pm, self.node_users = self.ledger(node)
+
+    def ledger(self, node: str) -> tuple[str, str, str]:
+        return (f"{self.base}:node:{node}:ch", f"{self.base}:node:{node}:pm",
+                f"{self.base}:node:{node}:users")
+
+    def channel(self, name: str) -> list[str]:
+        """KEYS of :data:`lua.JOIN` and :data:`lua.LEAVE`."""
+        return [f"{self.base}:ch:{name}", self.channels, self.node_ch,
+                f"{self.base}:pm:{name}", f"{self.base}:pr:{name}", self.node_pm]
+
+
+class _Op:
+    """One script call (or, without a script, one plain command: ``args``): ``done`` gets its
+    reply, ``fallback`` runs when Redis cannot answer."""
+
+    __slots__ = ("args", "done", "fallback", "keys", "script")
+
+    def __init__(self, script: Any, keys: list[str], args: list[Any],
+                 done: Callable[[Any], None] | None, fallback: Callable[[], None] | None) -> None:
+        self.script, self.keys, self.args = script, keys, args
+        self.done, self.fallback = done, fallback
+
+
+class RedisAdapter:
+    """Shares a hub's state with the other nodes through Redis."""
+
+    def __init__(self, apps: tuple[AppConfig, ...], url: str, prefix: str = "pusher-compat",
+                 lease_seconds: float = 10.0, client: aioredis.Redis | None = None) -> None:
+        self.node = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._apps = {app.id: app for app in apps}
+        self._url = url
+        self._prefix = prefix
+        self._lease_ms = int(lease_seconds * 1000)
+        self._beat = max(0.2, lease_seconds / 4)
+        self._redis = client if client is not None else connect_url(url)
+        self._keys = {app_id: _Keys(prefix, app_id, self.node) for app_id in self._apps}
+        self._buses = {keys.bus: app_id for app_id, keys in self._keys.items()}
+        self._scripts = {name: self._redis.register_script(getattr(lua, name))
+                         for name in ("JOIN", "LEAVE", "USERS", "HEARTBEAT", "REAP", "RATE")}
+        self._local = LocalAdapter()
+        self._hub: Hub | None = None
+        self._ops: deque[_Op] = deque()
+        self._wake = asyncio.Event()
+        self._trouble = asyncio.Event()
+        self._up = False
+        self._dirty = False
+        self._remote_connections: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pubsub: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        self.dropped = 0
+        """Bus messages that could not be sent because Redis was unreachable."""
+        self._dropped_reported = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._up
+
+    def bind(self, hub: Hub) -> None:
+        self._hub = hub
+        self._local.bind(hub)
+
+    @property
+    def hub(self) -> Hub:
+        assert self._hub is not None, "RedisAdapter used before bind()"
+        return self._hub
+
+    async def start(self) -> None:
+        """Connect (waiting at most a few seconds: a node starts even while Redis is down,
+        not ready, and joins the cluster when Redis comes)."""
+        self._tasks = [asyncio.create_task(self._supervise()), asyncio.create_task(self._write())]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._until_up(), timeout=5)
+
+    async def _until_up(self) -> None:
+        while not self._up:
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        """Flush what is queued, give back this node's share of the state, stop."""
+        if self._up:
+            self._wake.set()
+            for _ in range(100):
+                if not self._ops:
+                    break
+                await asyncio.sleep(0.01)
+        for task in [*self._tasks, *filter(None, [self._listener])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._up:
+            with contextlib.suppress(RedisError, OSError):
+                await self._reap(self.node)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+        await self._redis.aclose()
+
+    # -- outbound ----------------------------------------------------------------------
+
+    def _submit(self, op: _Op) -> None:
+        if not self._up:
+            self._dirty = True
+            if op.fallback is not None:
+                op.fallback()
+            return
+        self._ops.append(op)
+        self._wake.set()
+
+    def _send(self, app_id: str, *fields: bytes | str) -> None:
+        """Queue one bus message, in order with the scripts."""
+        if not self._up:
+            self.dropped += 1
+            return
+        message = _SEP.join(f if isinstance(f, bytes) else f.encode() for f in fields)
+        self._command("PUBLISH", self._keys[app_id].bus, message)
+
+    def _command(self, *args: Any) -> None:
+        self._ops.append(_Op(None, [], list(args), None, None))
+        self._wake.set()
+
+    def publish(self, app_id: str, channel: str, frame: bytes, except_socket_id: str | None
+                ) -> None:
+        self._send(app_id, b"e", self.node, channel, except_socket_id or "", wire.unframe(frame))
+
+    def remember(self, app: AppConfig, channel: str, frame: bytes) -> None:
+        payload = wire.unframe(frame)
+        ttl_ms = str(int(app.cache_ttl_seconds * 1000))
+        self._send(app.id, b"c", self.node, channel, ttl_ms, payload)
+        if self._up:
+            self._command("SET", f"{self._keys[app.id].base}:cache:{channel}", payload,
+                          "PX", ttl_ms)
+
+    def terminate(self, app_id: str, user_id: str) -> None:
+        self._send(app_id, b"t", self.node, user_id)
+
+    def joined(self, app: AppConfig, channel: Channel, member: Member | None, first: bool,
+               done: Callable[[Joined], None]) -> None:
+        keys = self._keys[app.id]
+        user, info, message = "", b"", b""
+        if member is not None:
+            user, info = member.key, wire.dumps(member.user_info)
+            added = {"user_id": member.user_id, "user_info": member.user_info}
+            message = self._event("pusher_internal:member_added", added, channel.name)
+        args = [self.node, channel.name, channel.local_sockets, user, info,
+                app.max_presence_members, keys.bus, message]
+
+        def answer(reply: list[Any]) -> None:
+            if reply[0] == -1:
+                done(Joined(0, occupied=False, full=True))
+                return
+            roster = reply[3]
+            done(Joined(int(reply[0]), occupied=reply[1] == 1, added=reply[2] == 1,
+                        roster={_text(roster[i]): wire.loads(roster[i + 1])
+                                for i in range(0, len(roster), 2)}))
+
+        self._submit(_Op(self._scripts["JOIN"], keys.channel(channel.name), args, answer,
+                         lambda: self._local.joined(app, channel, member, first, done)))
+
+    def left(self, app: AppConfig, channel: Channel, member: Member | None,
+             done: Callable[[Left], None]) -> None:
+        keys = self._keys[app.id]
+        user, message = "", b""
+        if member is not None:
+            user = member.key
+            message = self._event("pusher_internal:member_removed",
+                                  {"user_id": member.user_id}, channel.name)
+        args = [self.node, channel.name, channel.local_sockets, user, keys.bus, message]
+
+        def answer(reply: list[Any]) -> None:
+            done(Left(int(reply[0]), vacated=reply[1] == 1, removed=reply[2] == 1))
+
+        self._submit(_Op(self._scripts["LEAVE"], keys.channel(channel.name), args, answer,
+                         lambda: self._local.left(app, channel, member, done)))
+
+    def signed_in(self, app: AppConfig, user_id: str, watchlist: tuple[str, ...],
+                  done: Callable[[SignedIn], None]) -> None:
+        def answer(reply: list[Any]) -> None:
+            online = {_text(u) for u in reply[2]}
+            done(SignedIn(int(reply[0]), online=reply[1] == 1,
+                          watched_online=tuple(u for u in watchlist if u in online)))
+
+        self._users(app, user_id, 1, watchlist, answer,
+                    lambda: self._local.signed_in(app, user_id, watchlist, done))
+
+    def signed_out(self, app: AppConfig, user_id: str, done: Callable[[SignedOut], None]
+                   ) -> None:
+        self._users(app, user_id, -1, (), lambda reply: done(SignedOut(reply[1] == -1)),
+                    lambda: self._local.signed_out(app, user_id, done))
+
+    def _users(self, app: AppConfig, user_id: str, delta: int, watchlist: tuple[str, ...],
+               done: Callable[[Any], None] | None, fallback: Callable[[], None] | None) -> None:
+        keys = self._keys[app.id]
+        args = [user_id, delta, keys.bus, self._message(b"w", user_id, "1"),
+                self._message(b"w", user_id, "0"), *watchlist]
+        self._submit(_Op(self._scripts["USERS"], [keys.users, keys.node_users], args, done,
+                         fallback))
+
+    def _message(self, kind: bytes, *fields: bytes | str) -> bytes:
+        parts = [kind, self.node.encode(), *(f if isinstance(f, bytes) else f.encode()
+                                             for f in fields)]
+        return _SEP.join(parts)
+
+    def _event(self, event: str, data: Any, channel: str) -> bytes:
+        """A bus message carrying an internal event for every subscriber of ``channel``."""
+        payload = wire.unframe(wire.event_frame(event, data, channel))
+        return self._message(b"e", channel, "", payload)
+
+    async def _write(self) -> None:
+        """The one writer: queued commands leave in order, many per round trip."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ops and self._up:
+                batch = [self._ops.popleft() for _ in range(min(len(self._ops), _BATCH))]
+                try:
+                    replies = await self._execute(batch)
+                except (RedisError, OSError) as error:
+                    self._ops.extendleft(reversed(batch))
+                    self._lost(error)
+                    break
+                for op, reply in zip(batch, replies, strict=True):
+                    if isinstance(reply, Exception):
+                        log.error("redis script failed: %s", reply)
+                        if op.fallback is not None:
+                            op.fallback()
+                    elif op.done is not None:
+                        op.done(reply)
+
+    async def _execute(self, batch: list[_Op]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for op in batch:
+            if op.script is None:
+                pipe.execute_command(*op.args)
+            else:
+                await op.script(keys=op.keys, args=op.args, client=pipe)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    # -- inbound: the bus --------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        pubsub = self._pubsub
+        try:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    self._receive(self._buses[_text(message["channel"])], message["data"])
+        except (RedisError, OSError) as error:
+            self._lost(error)
+
+    def _receive(self, app_id: str, data: bytes) -> None:
+        kind, origin, rest = data.split(_SEP, 2)
+        if origin == self.node.encode():
+            return
+        hub = self.hub
+        if kind == b"e":
+            channel, except_id, payload = rest.split(_SEP, 2)
+            hub.deliver(app_id, channel.decode(), wire.frame(payload), except_id.decode() or None)
+        elif kind == b"w":
+            user, online = rest.split(_SEP, 1)
+            hub.watch_event(app_id, user.decode(), online == b"1")
+        elif kind == b"t":
+            hub.terminate_local(app_id, rest.decode())
+        elif kind == b"c":
+            channel, ttl_ms, payload = rest.split(_SEP, 2)
+            self._keep(app_id, channel.decode(), payload, int(ttl_ms) / 1000)
+
+    def _keep(self, app_id: str, channel: str, payload: bytes, ttl: float) -> None:
+        data = wire.loads(payload).get("data", "")
+        self.hub.keep(app_id, channel, wire.frame(payload), data, ttl)
+
+    # -- health ------------------------------------------------------------------------
+
+    def _lost(self, error: BaseException | str) -> None:
+        """Leave the cluster until Redis answers again. What is queued gets local answers
+        now: the resynchronisation on return accounts for it, so none of it may run after."""
+        if self._up:
+            log.error("redis unreachable (%s): serving local clients only, not ready; "
+                      "reconnecting", error or type(error).__name__)
+        self._up = False
+        self._dirty = True
+        self._trouble.set()
+        ops, self._ops = self._ops, deque()
+        for op in ops:
+            if op.fallback is not None:
+                op.fallback()
+            elif op.script is None and op.args[0] == "PUBLISH":
+                self.dropped += 1
+
+    async def _supervise(self) -> None:
+        """Keep the node in the cluster: connect, renew the lease, reap dead nodes."""
+        backoff = 0.1
+        while True:
+            if not self._up:
+                try:
+                    await self._join_cluster()
+                except (RedisError, OSError) as error:
+                    log.debug("redis connect failed: %s", error)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.1
+            try:
+                await self._heartbeat()
+            except (RedisError, OSError) as error:
+                self._lost(error)
+                continue
+            self._trouble.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._trouble.wait(), self._beat)
+
+    async def _join_cluster(self) -> None:
+        """(Re)connect: subscribe to the bus, make Redis agree with this node, then serve."""
+        await self._redis.ping()
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+        if self._listener is not None:
+            self._listener.cancel()
+        self._pubsub = self._redis.pubsub()
+        await self._pubsub.subscribe(*self._buses)
+        self._listener = asyncio.create_task(self._listen())
+        await self._heartbeat()
+        for _ in range(3):
+            self._dirty = False
+            for app_id in self._apps:
+                await self._resync(app_id)
+            if not self._dirty:
+                break
+        for app_id in self._apps:
+            await self._load_cache(app_id)
+        self._up = True
+        self._wake.set()
+        log.info("redis connected: node %s in the cluster (%s)", self.node, self._prefix)
+        if self.dropped > self._dropped_reported:
+            log.warning("%d event(s) published while redis was unreachable reached only this "
+                        "node's sockets", self.dropped - self._dropped_reported)
+            self._dropped_reported = self.dropped
+        self._tasks.append(asyncio.create_task(self._refresh_rosters()))
+
+    async def _heartbeat(self) -> None:
+        known, dead = await self._scripts["HEARTBEAT"](
+            keys=[f"{self._prefix}:nodes"], args=[self.node, self._lease_ms])
+        if not known and self._up:
+            self._lost("this node's lease had lapsed and it was reaped")
+            return
+        for node in map(_text, dead):
+            if node != self.node:
+                await self._reap(node)
+        pipe = self._redis.pipeline(transaction=False)
+        for app_id, keys in self._keys.items():
+            pipe.hset(keys.conns, self.node, self.hub.local_connection_count(app_id))
+            pipe.hgetall(keys.conns)
+        replies = await pipe.execute()
+        for app_id, counts in zip(self._keys, replies[1::2], strict=True):
+            self._remote_connections[app_id] = sum(
+                int(v) for k, v in counts.items() if _text(k) != self.node)
+
+    async def _reap(self, node: str) -> None:
+        """Undo the state of a node whose lease ran out (or this one, on a clean stop)."""
+        claim = f"{self._prefix}:reap:{node}"
+        if not await self._redis.set(claim, self.node, nx=True, px=self._lease_ms):
+            return
+        log.warning("node %s is gone: removing its members and counts", node)
+        for app_id, keys in self._keys.items():
+            reply = await self._scripts["REAP"](
+                keys=[keys.channels, *keys.ledger(node), keys.users, keys.conns],
+                args=[node, keys.base, keys.bus])
+            self._reaped(app_id, *reply)
+        await self._redis.zrem(f"{self._prefix}:nodes", node)
+
+    def _reaped(self, app_id: str, vacated: list[Any], counts: list[Any], removed: list[Any],
+                offline: list[Any]) -> None:
+        """What a reaped node leaves behind: this node sends the webhooks, once."""
+        hub, app = self.hub, self._apps[app_id]
+        for i in range(0, len(removed), 2):
+            channel, user = _text(removed[i]), _text(removed[i + 1])
+            hub.deliver(app_id, channel, wire.event_frame(
+                "pusher_internal:member_removed", {"user_id": user}, channel))
+            hub.notify(app, {"name": "member_removed", "channel": channel, "user_id": user})
+        for user in map(_text, offline):
+            hub.watch_event(app_id, user, online=False)
+        for i in range(0, len(counts), 2):
+            channel = _text(counts[i])
+            if not kind_of(channel).presence:
+                hub.notify(app, {"name": "subscription_count", "channel": channel,
+                                 "subscription_count": int(counts[i + 1])})
+        for channel in map(_text, vacated):
+            hub.notify(app, {"name": "channel_vacated", "channel": channel})
+
+    # -- resynchronisation -------------------------------------------------------------
+
+    async def _resync(self, app_id: str) -> None:
+        """Make Redis hold exactly what this node holds: its ledger against its sockets."""
+        keys, hub = self._keys[app_id], self.hub
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.smembers(keys.node_ch)
+        pipe.smembers(keys.node_pm)
+        pipe.hgetall(keys.node_users)
+        ledger_ch, ledger_pm, ledger_users = await pipe.execute()
+        channels = {c.name: c for c in hub.channels(app_id)}
+        members = {(c.name, key): m for c in channels.values() for key, m in c.members.items()}
+        users = hub.signed_in_users(app_id)
+        pipe = self._redis.pipeline(transaction=False)
+
+        async def call(script: str, script_keys: list[str], *args: Any) -> None:
+            await self._scripts[script](keys=script_keys, args=args, client=pipe)
+
+        for name in {_text(n) for n in ledger_ch} - channels.keys():
+            await call("LEAVE", keys.channel(name), self.node, name, 0, "", keys.bus, b"")
+        for entry in map(_text, ledger_pm):
+            name, _, user = entry.partition("\0")
+            if (name, user) not in members:
+                count = channels[name].local_sockets if name in channels else 0
+                removed = {"user_id": user}
+                await call("LEAVE", keys.channel(name), self.node, name, count, user, keys.bus,
+                           self._event("pusher_internal:member_removed", removed, name))
+        for (name, user), member in members.items():
+            added = {"user_id": member.user_id, "user_info": member.user_info}
+            await call("JOIN", keys.channel(name), self.node, name, channels[name].local_sockets,
+                       user, wire.dumps(member.user_info), _NO_LIMIT, keys.bus,
+                       self._event("pusher_internal:member_added", added, name))
+        for name, channel in channels.items():
+            await call("JOIN", keys.channel(name), self.node, name, channel.local_sockets, "",
+                       b"", _NO_LIMIT, keys.bus, b"")
+        counted = {_text(k): int(v) for k, v in ledger_users.items()}
+        for user in counted.keys() | users.keys():
+            delta = users.get(user, 0) - counted.get(user, 0)
+            if delta:
+                await call("USERS", [keys.users, keys.node_users], user, delta, keys.bus,
+                           self._message(b"w", user, "1"), self._message(b"w", user, "0"))
+        await pipe.execute()
+        log.info("app %s resynchronised with redis: %d channel(s), %d member(s), %d user(s)",
+                 app_id, len(channels), len(members), len(users))
+
+    async def _load_cache(self, app_id: str) -> None:
+        """Cache channels' last events, for a node that starts or comes back."""
+        pattern = f"{self._keys[app_id].base}:cache:*"
+        async for key in self._redis.scan_iter(match=pattern, count=500):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.pttl(key)
+            payload, ttl_ms = await pipe.execute()
+            if payload is not None and ttl_ms > 0:
+                channel = _text(key).split(":cache:", 1)[1]
+                self._keep(app_id, channel, payload, ttl_ms / 1000)
+
+    async def _refresh_rosters(self) -> None:
+        """After an outage, tell this node's presence sockets who is there now.
+
+        Waits a lease beat so the other nodes have resynchronised too; a second
+        ``subscription_succeeded`` resets pusher-js's member list (Echo calls ``here`` again).
+        """
+        await asyncio.sleep(self._beat)
+        for app_id, keys in self._keys.items():
+            for channel in list(self.hub.channels(app_id)):
+                if not channel.kind.presence or not channel.subscribers:
+                    continue
+                roster = await self._redis.hgetall(f"{keys.base}:pm:{channel.name}")
+                members = {_text(k): wire.loads(v) for k, v in roster.items()}
+                self.hub.resend_roster(app_id, channel.name, members)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def connection_count(self, app_id: str) -> int:
+        return self.hub.local_connection_count(app_id) + self._remote_connections.get(app_id, 0)
+
+    async def channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
+        if not self._up:
+            return await self._local.channels(app_id, prefix)
+        keys = self._keys[app_id]
+        names = sorted(n for n in map(_text, await self._redis.smembers(keys.channels))
+                       if n.startswith(prefix))
+        return dict(zip(names, await self._counts(keys, names), strict=True))
+
+    async def channel(self, app_id: str, name: str) -> ChannelCounts | None:
+        if not self._up:
+            return await self._local.channel(app_id, name)
+        counts = (await self._counts(self._keys[app_id], [name]))[0]
+        return counts if counts.subscription_count else None
+
+    async def _counts(self, keys: _Keys, names: list[str]) -> list[ChannelCounts]:
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hvals(f"{keys.base}:ch:{name}")
+            pipe.hlen(f"{keys.base}:pm:{name}")
+        replies = await pipe.execute()
+        return [ChannelCounts(sum(map(int, replies[i])), replies[i + 1])
+                for i in range(0, len(replies), 2)]
+
+    async def members(self, app_id: str, name: str) -> list[str]:
+        if not self._up:
+            return await self._local.members(app_id, name)
+        return [_text(u) for u in await self._redis.hkeys(f"{self._keys[app_id].base}:pm:{name}")]
+
+
+    async def take(self, app_id: str, bucket: str, cost: int, limit: int) -> float | None:
+        if self._up:
+            now = time.time()
+            window = f"{self._keys[app_id].base}:rate:{bucket}:{int(now)}"
+            try:
+                taken = await self._scripts["RATE"](keys=[window], args=[cost, limit])
+            except (RedisError, OSError) as error:
+                self._lost(error)
+            else:
+                return None if taken else 1.0 - now % 1.0
+        return await self._local.take(app_id, bucket, cost, limit)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,407 @@
+"""The WebSocket layer: the sans-I/O parser (bytes in, events and exact frames out), the
+handshake checks, and the same behaviour end to end over raw sockets to a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from conftest import ServerProcess
+from multidict import CIMultiDict
+
+from pusher_compat import websocket
+from pusher_compat.websocket import Binary, Close, Ping, Pong, State, Text, WebSocket
+
+MASK = b"\x37\xfa\x21\x3d"
+TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes | None = MASK,
+                 rsv: int = 0) -> bytes:
+    """A frame as a client sends it: masked unless ``mask`` is None."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    masked = 0x80 if mask is not None else 0
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, masked | length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", first, masked | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, masked | 127, length)
+    if mask is None:
+        return header + payload
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def failure(code: int, reason: str) -> Close:
+    """The event of a connection the server fails: its close frame goes out, exactly."""
+    return Close(code, reason, b"\x88" + bytes([2 + len(reason)]) + struct.pack("!H", code)
+                 + reason.encode())
+
+
+# -- frames in, events out -------------------------------------------------------------------
+
+
+def test_masked_text_frame_from_rfc_6455_is_read() -> None:
+    # RFC 6455 §5.7: a single-frame masked text message containing "Hello".
+    frame = bytes([0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+    assert WebSocket(1024).receive(frame) == [Text("Hello")]
+
+
+def test_unmasked_client_frame_fails_with_1002() -> None:
+    ws = WebSocket(1024)
+    assert ws.receive(client_frame(TEXT, b"Hello", mask=None)) == [
+        failure(1002, "Client frames must be masked")
+    ]
+    assert ws.state is State.CLOSED
+    assert ws.receive(client_frame(TEXT, b"ignored")) == []
+
+
+def test_several_frames_in_one_read_come_out_in_order() -> None:
+    data = client_frame(TEXT, b"one") + client_frame(BINARY, b"\x00\xff") + client_frame(
+        TEXT, b"two")
+    assert WebSocket(1024).receive(data) == [Text("one"), Binary(b"\x00\xff"), Text("two")]
+
+
+def test_frames_split_at_every_byte_are_reassembled() -> None:
+    ws = WebSocket(1024)
+    data = client_frame(TEXT, "héllo".encode()) + client_frame(PING, b"p")
+    events = [event for i in range(len(data)) for event in ws.receive(data[i:i + 1])]
+    assert events == [Text("héllo"), Ping(b"\x8a\x01p")]
+
+
+def test_fragmented_message_with_an_interleaved_ping() -> None:
+    ws = WebSocket(1024)
+    assert ws.receive(client_frame(TEXT, b"Hel", fin=False)) == []
+    assert ws.receive(client_frame(PING, b"Hi")) == [Ping(b"\x8a\x02Hi")]
+    assert ws.receive(client_frame(CONTINUATION, b"l", fin=False)) == []
+    assert ws.receive(client_frame(CONTINUATION, b"o")) == [Text("Hello")]
+    assert ws.receive(client_frame(TEXT, b"next")) == [Text("next")]
+
+
+def test_multibyte_character_split_across_fragments_is_valid() -> None:
+    euro = "€".encode()
+    data = client_frame(TEXT, euro[:1], fin=False) + client_frame(CONTINUATION, euro[1:])
+    assert WebSocket(1024).receive(data) == [Text("€")]
+
+
+def test_fragmented_binary_message() -> None:
+    data = client_frame(BINARY, b"\x01", fin=False) + client_frame(CONTINUATION, b"\x02")
+    assert WebSocket(1024).receive(data) == [Binary(b"\x01\x02")]
+
+
+def test_16_bit_length() -> None:
+    payload = b"x" * 300
+    frame = client_frame(TEXT, payload)
+    assert frame[1] == 0x80 | 126 and frame[2:4] == b"\x01\x2c"
+    assert WebSocket(1024).receive(frame) == [Text("x" * 300)]
+
+
+def test_64_bit_length() -> None:
+    payload = bytes(range(256)) * 300  # 76,800 bytes: needs the 64-bit form
+    frame = client_frame(BINARY, payload)
+    assert frame[1] == 0x80 | 127 and frame[2:10] == struct.pack("!Q", len(payload))
+    ws = WebSocket(100_000)
+    assert ws.receive(frame[:5000]) == []
+    assert ws.receive(frame[5000:]) == [Binary(payload)]
+
+
+def test_ping_is_answered_with_a_pong_of_the_same_payload() -> None:
+    assert WebSocket(1024).receive(client_frame(PING, b"Hello")) == [Ping(b"\x8a\x05Hello")]
+    assert WebSocket(1024).receive(client_frame(PING, b"")) == [Ping(b"\x8a\x00")]
+
+
+def test_pong_is_reported() -> None:
+    assert WebSocket(1024).receive(client_frame(PONG, b"x")) == [Pong()]
+
+
+# -- the close handshake ---------------------------------------------------------------------
+
+
+def test_client_close_is_echoed_with_its_code() -> None:
+    ws = WebSocket(1024)
+    close = client_frame(CLOSE, struct.pack("!H", 4000) + b"bye")
+    assert ws.receive(close + client_frame(TEXT, b"after")) == [
+        Close(4000, "bye", b"\x88\x02\x0f\xa0")
+    ]
+    assert ws.state is State.CLOSED
+    assert ws.start_close(1000) == b""
+
+
+def test_client_close_without_a_code_is_answered_without_one() -> None:
+    assert WebSocket(1024).receive(client_frame(CLOSE, b"")) == [Close(None, "", b"\x88\x00")]
+
+
+def test_server_close_then_client_answer_needs_no_reply() -> None:
+    ws = WebSocket(1024)
+    assert ws.start_close(4200, "Server shutting down") == (
+        b"\x88\x16\x10\x68Server shutting down"
+    )
+    assert ws.state is State.CLOSING
+    assert ws.start_close(4201) == b""  # one close frame per connection
+    assert ws.receive(client_frame(TEXT, b"late")) == [Text("late")]
+    assert ws.receive(client_frame(CLOSE, struct.pack("!H", 4200))) == [Close(4200, "", b"")]
+    assert ws.state is State.CLOSED
+
+
+def test_close_reason_is_cut_on_a_character_boundary() -> None:
+    # 200 bytes of reason; 123 fit, and the 123rd is half an "é".
+    assert websocket.close_frame(1000, "é" * 100) == b"\x88\x7c\x03\xe8" + ("é" * 61).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"\x03", failure(1002, "Close frame with a one-byte payload")),
+        (struct.pack("!H", 999), failure(1002, "Invalid close code 999")),
+        (struct.pack("!H", 1005), failure(1002, "Invalid close code 1005")),
+        (struct.pack("!H", 2000), failure(1002, "Invalid close code 2000")),
+        (struct.pack("!H", 5000), failure(1002, "Invalid close code 5000")),
+        (struct.pack("!H", 1000) + b"\xff", failure(1007, "Close reason is not valid UTF-8")),
+    ],
+    ids=["one-byte", "999", "1005", "2000", "5000", "reason-not-utf8"],
+)
+def test_bad_close_frame(payload: bytes, expected: Close) -> None:
+    assert WebSocket(1024).receive(client_frame(CLOSE, payload)) == [expected]
+
+
+# -- what fails the connection ---------------------------------------------------------------
+
+SHORT_CONTROL = "Control frames must be final and short"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (client_frame(TEXT, b"x", rsv=0x40),
+         failure(1002, "Reserved bits are set but no extension was agreed")),
+        (client_frame(0x3, b"x"), failure(1002, "Unknown opcode 0x3")),
+        (client_frame(0xB, b""), failure(1002, "Unknown opcode 0xb")),
+        (client_frame(CONTINUATION, b"x"),
+         failure(1002, "Continuation frame without a message to continue")),
+        (client_frame(TEXT, b"a", fin=False) + client_frame(TEXT, b"b"),
+         failure(1002, "New message before the fragmented one ended")),
+        (client_frame(PING, b"x", fin=False), failure(1002, SHORT_CONTROL)),
+        (client_frame(PING, b"x" * 126), failure(1002, SHORT_CONTROL)),
+    ],
+    ids=["rsv1", "opcode-3", "opcode-b", "stray-continuation", "interrupted-message",
+         "fragmented-ping", "long-ping"],
+)
+def test_protocol_error_fails_with_1002(data: bytes, expected: Close) -> None:
+    assert WebSocket(1024).receive(data) == [expected]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"\xff\xfe", b"\xc0\xaf", b"\xed\xa0\x80", "€".encode()[:2]],
+    ids=["invalid-bytes", "overlong", "encoded-surrogate", "truncated"],
+)
+def test_invalid_utf8_text_fails_with_1007(payload: bytes) -> None:
+    assert WebSocket(1024).receive(client_frame(TEXT, payload)) == [
+        failure(1007, "Text message is not valid UTF-8")
+    ]
+
+
+def test_invalid_utf8_across_fragments_fails_with_1007() -> None:
+    data = client_frame(TEXT, b"ok", fin=False) + client_frame(CONTINUATION, b"\xff")
+    assert WebSocket(1024).receive(data) == [failure(1007, "Text message is not valid UTF-8")]
+
+
+def test_oversized_message_fails_with_1009_from_its_header_alone() -> None:
+    frame = client_frame(TEXT, b"x" * 1025)
+    assert WebSocket(1024).receive(frame[:8]) == [failure(1009, "Message over 1024 bytes")]
+    assert WebSocket(1024).receive(client_frame(TEXT, b"x" * 1024)) == [Text("x" * 1024)]
+
+
+def test_oversized_fragmented_message_fails_with_1009() -> None:
+    ws = WebSocket(1024)
+    assert ws.receive(client_frame(TEXT, b"x" * 1000, fin=False)) == []
+    assert ws.receive(client_frame(CONTINUATION, b"x" * 25)) == [
+        failure(1009, "Message over 1024 bytes")
+    ]
+
+
+def test_error_after_server_close_sends_no_second_close_frame() -> None:
+    ws = WebSocket(1024)
+    ws.start_close(4200)
+    assert ws.receive(client_frame(TEXT, b"x", mask=None)) == [
+        Close(1002, "Client frames must be masked", b"")
+    ]
+
+
+# -- the handshake ---------------------------------------------------------------------------
+
+
+def upgrade_headers(**overrides: str) -> CIMultiDict[str]:
+    headers = CIMultiDict({
+        "Upgrade": "websocket", "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+    })
+    for name, value in overrides.items():
+        headers.popall(name.replace("_", "-"), None)
+        if value:
+            headers[name.replace("_", "-")] = value
+    return headers
+
+
+def test_accept_key_of_rfc_6455_example() -> None:
+    # RFC 6455 §1.3.
+    assert websocket.handshake_accept(upgrade_headers()) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_upgrade_tokens_are_case_insensitive_and_may_be_lists() -> None:
+    headers = upgrade_headers(Upgrade="WebSocket", Connection="keep-alive, Upgrade")
+    assert websocket.handshake_accept(headers) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"Upgrade": ""}, {"Upgrade": "h2c"}, {"Connection": "keep-alive"},
+     {"Sec_WebSocket_Version": "8"}, {"Sec_WebSocket_Version": ""},
+     {"Sec_WebSocket_Key": ""}, {"Sec_WebSocket_Key": "c2hvcnQ="},
+     {"Sec_WebSocket_Key": "not base64 at all!!!!!!!"}, {"Sec_WebSocket_Key": "é" * 24}],
+    ids=["no-upgrade", "other-upgrade", "no-connection-upgrade", "version-8", "no-version",
+         "no-key", "short-key", "bad-base64", "non-ascii-key"],
+)
+def test_not_a_websocket_upgrade(overrides: dict[str, str]) -> None:
+    assert websocket.handshake_accept(upgrade_headers(**overrides)) is None
+
+
+def test_switching_protocols_answer() -> None:
+    assert websocket.switching_protocols("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+    )
+
+
+# -- end to end, raw sockets against a real server -------------------------------------------
+
+UPGRADE = ("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Version: 13\r\n\r\n")
+SWITCHING = websocket.switching_protocols("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+
+
+class RawSocket:
+    """A TCP connection to the server, speaking HTTP and WebSocket by hand."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def head(self) -> bytes:
+        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+
+    async def http_get(self, path: str) -> tuple[bytes, bytes]:
+        """Status line and body of a keep-alive GET."""
+        await self.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = await self.head()
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = await asyncio.wait_for(self.reader.readexactly(length), 5)
+        return head.split(b"\r\n")[0], body
+
+    async def frame(self) -> tuple[int, bytes]:
+        """The next server frame: ``(opcode, payload)``; server frames are never masked."""
+        first, second = await asyncio.wait_for(self.reader.readexactly(2), 5)
+        assert first & 0x80 and not second & 0x80
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        return first & 0x0F, await asyncio.wait_for(self.reader.readexactly(length), 5)
+
+    async def message(self) -> dict[str, Any]:
+        opcode, payload = await self.frame()
+        assert opcode == TEXT, (opcode, payload)
+        return json.loads(payload)
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), 5) == b""
+
+
+@pytest.fixture
+async def raw(server: ServerProcess) -> AsyncIterator[RawSocket]:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    yield RawSocket(reader, writer)
+    writer.close()
+
+
+async def upgraded(raw: RawSocket, path: str = "/app/app-key?protocol=7") -> dict[str, Any]:
+    await raw.send(UPGRADE.format(path=path).encode())
+    assert await raw.head() == SWITCHING
+    return await raw.message()
+
+
+async def test_upgrade_is_answered_101_then_connection_established(raw: RawSocket) -> None:
+    first = await upgraded(raw)
+    assert first["event"] == "pusher:connection_established"
+
+
+async def test_head_sent_a_byte_at_a_time_is_still_upgraded(raw: RawSocket) -> None:
+    for byte in UPGRADE.format(path="/app/app-key?protocol=7").encode():
+        await raw.send(bytes([byte]))
+    assert await raw.head() == SWITCHING
+    assert (await raw.message())["event"] == "pusher:connection_established"
+
+
+async def test_ping_pong_and_close_echo_over_the_wire(raw: RawSocket) -> None:
+    await upgraded(raw)
+    await raw.send(client_frame(PING, b"hi"))
+    assert await raw.frame() == (PONG, b"hi")
+    await raw.send(client_frame(TEXT, b'{"event":"pusher:ping","data":{}}'))
+    assert await raw.message() == {"event": "pusher:pong", "data": "{}"}
+    await raw.send(client_frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
+    assert await raw.frame() == (CLOSE, struct.pack("!H", 1000))
+    assert await raw.closed()
+
+
+async def test_unmasked_frame_is_closed_with_1002_over_the_wire(raw: RawSocket) -> None:
+    await upgraded(raw)
+    await raw.send(client_frame(TEXT, b"{}", mask=None))
+    assert await raw.frame() == (CLOSE, struct.pack("!H", 1002) + b"Client frames must be masked")
+    assert await raw.closed()
+
+
+async def test_upgrade_after_other_requests_on_a_kept_alive_connection(raw: RawSocket) -> None:
+    # A proxy reusing its upstream connection: aiohttp parses this upgrade, then hands it over.
+    assert await raw.http_get("/up") == (b"HTTP/1.1 200 OK", b'{"status": "ok"}')
+    first = await upgraded(raw)
+    assert first["event"] == "pusher:connection_established"
+    await raw.send(client_frame(PING, b"x"))
+    assert await raw.frame() == (PONG, b"x")
+
+
+async def test_refusal_after_other_requests_on_a_kept_alive_connection(raw: RawSocket) -> None:
+    await raw.http_get("/ready")
+    assert await upgraded(raw, "/app/nope?protocol=7") == {
+        "event": "pusher:error", "data": {"code": 4001, "message": "App key nope does not exist"}
+    }
+    assert await raw.frame() == (CLOSE, struct.pack("!H", 4001) + b"App key nope does not exist")
+
+
+async def test_http_routes_still_served_on_the_first_request(raw: RawSocket) -> None:
+    assert await raw.http_get("/up") == (b"HTTP/1.1 200 OK", b'{"status": "ok"}')
+    assert await raw.http_get("/ready") == (b"HTTP/1.1 200 OK", b'{"status": "ready"}')
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "GET /app/app-key HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        UPGRADE.format(path="/app/app-key").replace("Version: 13", "Version: 8"),
+        UPGRADE.format(path="/app/app-key").replace("HTTP/1.1", "HTTP/1.0"),
+    ],
+    ids=["plain-get", "version-8", "http-1.0"],
+)
+async def test_non_upgrade_request_on_app_path_is_404(raw: RawSocket, request_text: str) -> None:
+    await raw.send(request_text.encode())
+    assert (await raw.head()).split(b"\r\n")[0].endswith(b" 404 Not Found")
