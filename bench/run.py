@@ -2,7 +2,7 @@
 """Run the benchmark scenarios against our server and Soketi, side by side.
 
     python bench/run.py --quick                    # ~2 minutes, both servers
-    python bench/run.py                            # full comparison, ~15 minutes
+    python bench/run.py                            # full comparison, ~4 minutes here
     python bench/run.py --servers ours --only fanout-1k latency-1k
 
 Each step starts a fresh server (so memory and CPU figures of one scenario do not leak into

@@ -68,7 +68,8 @@ class Connection:
         self._clock = clock
         self.opened_at = self.last_activity = clock()
         self.ping_sent_at: float | None = None
-        self._client_events = PerSecond(app.max_client_events_per_second)
+        self._client_events: PerSecond | None = None
+        """Made on the first client event: most sockets never send one."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -328,6 +329,8 @@ class Connection:
                 Code.CLIENT_EVENT_REJECTED,
                 f"Event data is over {self.app.max_event_payload_bytes} bytes",
             )
+        if self._client_events is None:
+            self._client_events = PerSecond(self.app.max_client_events_per_second)
         if not self._client_events.allow(self._clock()):
             raise PusherError(
                 Code.CLIENT_EVENT_REJECTED,

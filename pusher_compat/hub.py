@@ -83,7 +83,6 @@ class Channel:
         return len(self.members)
 
 
-
 @dataclass(frozen=True, slots=True)
 class CachedEvent:
     """The last event published on a cache channel."""
@@ -326,7 +325,8 @@ class Hub:
                 self.adapter.joined(connection.app, channel, member, False,
                                      lambda answer: self._answer(connection, channel, answer))
             return
-        connection.channels[name] = member
+        # The channel's own name as the key: one string per channel, not one per socket.
+        connection.channels[channel.name] = member
         channel.local_sockets += 1
         first = False
         if member is None:
