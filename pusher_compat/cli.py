@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                             "behind a load balancer share channels, presence and events")
     serve.add_argument("--redis-url", metavar="URL",
                        help="Redis for --adapter redis (default redis://127.0.0.1:6379/0; "
-                            "rediss:// for TLS, redis+sentinel://host:26379/mymaster)")
+                            "rediss:// for TLS, redis+sentinel://host:26379/mymaster, "
+                            "redis+cluster://host:6379,host2:6379 for a Redis Cluster)")
     serve.add_argument("--log-format", choices=("text", "json"),
                        help="log lines as text or one JSON object each (default text)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),

@@ -159,8 +159,10 @@ class ServerConfig:
     adapter: str = "local"
     """``local``: one node, state in memory. ``redis``: many nodes share state over Redis."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """``redis://``, ``rediss://`` (TLS), ``unix://`` or
-    ``redis+sentinel://host:26379[,host:port]/service[/db]``; used by the redis adapter."""
+    """``redis://``, ``rediss://`` (TLS), ``unix://``,
+    ``redis+sentinel://host:26379[,host:port]/service[/db]`` or
+    ``redis+cluster://host:6379[,host:port]`` (``rediss+cluster://``); used by the redis
+    adapter."""
     redis_prefix: str = "pusher-compat"
     """Prefix of every Redis key and bus channel: one per deployment sharing a Redis."""
     node_lease_seconds: float = 10.0

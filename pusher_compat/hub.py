@@ -449,8 +449,10 @@ class Hub:
     def publish(self, app_id: str, name: str, frame: bytes, except_socket_id: str | None = None
                 ) -> None:
         """Deliver one pre-framed event to every subscriber of ``name``, on every node."""
-        self.deliver(app_id, name, frame, except_socket_id)
+        # The bus first: its writer then runs before this node's flush, so the other nodes
+        # start their fan-out without waiting for ours.
         self.adapter.publish(app_id, name, frame, except_socket_id)
+        self.deliver(app_id, name, frame, except_socket_id)
 
     def deliver(self, app_id: str, name: str, frame: bytes, except_socket_id: str | None = None
                 ) -> None:

@@ -13,6 +13,10 @@
   reached the node keeps serving its own sockets with local answers, says it is not ready, and
   retries with backoff; once back, it makes Redis agree with what it holds (its ledger against
   its sockets) and re-sends presence rosters to its sockets.
+* **Redis Cluster.** Every key a script touches carries its app's ``{app}`` hash tag, so each
+  script runs on one shard, and redis-py routes ``PUBLISH`` by its channel's slot: an app's
+  scripts and bus messages all go to the shard of its bus key, in order. Classic pub/sub
+  reaches subscribers on every shard, so one subscription per node still hears everything.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
+from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import wire
 from ..channels import kind_of
@@ -40,6 +47,8 @@ from .base import ChannelCounts, Joined, Left, SignedIn, SignedOut
 from .local import LocalAdapter
 
 if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
     from ..config import AppConfig
     from ..hub import Channel, Hub, Member
 
@@ -51,28 +60,57 @@ _BATCH = 512
 """Commands per pipeline round trip."""
 _NO_LIMIT = 1 << 30
 _SEP = b"\0"
+_UNREACHABLE = (RedisError, RedisClusterException, OSError)
+"""What failing to reach Redis raises: a cluster client raises RedisClusterException (not a
+RedisError) when no node of the cluster answers."""
+_GONE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, NoScriptError)
+"""Pipeline replies that mean Redis, not the command, failed: a cluster pipeline returns a
+shard's lost connection as a reply instead of raising it, and NOSCRIPT means a server lost
+its script cache (a restart or failover) without this node noticing."""
 
 
-def connect_url(url: str) -> aioredis.Redis:
-    """A client for ``redis://``, ``rediss://`` (TLS), ``unix://`` or
-    ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``."""
+def connect_url(url: str) -> aioredis.Redis | RedisCluster:
+    """A client for ``redis://``, ``rediss://`` (TLS), ``unix://``,
+    ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` or a Redis Cluster,
+    ``redis+cluster://`` (``rediss+cluster://`` for TLS)
+    ``[[user]:password@]host:port[,host:port...]``: any reachable node lets the client
+    discover the others."""
     options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5,
                                "health_check_interval": 5}
-    if not url.startswith("redis+sentinel://"):
-        return aioredis.Redis.from_url(url, **options)
     parts = urlsplit(url)
-    hosts = parts.netloc.rpartition("@")[2]
-    nodes = []
-    for address in hosts.split(","):
-        host, _, port = address.rpartition(":")
-        nodes.append((host or address, int(port or 26379)))
+    password = unquote(parts.password) if parts.password else None
+    if parts.scheme in ("redis+cluster", "rediss+cluster"):
+        if parts.path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has only database 0: "
+                             "redis+cluster://host:port[,host:port...]")
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in _hosts(parts, 6379)],
+            username=unquote(parts.username) if parts.username else None, password=password,
+            ssl=parts.scheme == "rediss+cluster", **options)
+    if parts.scheme != "redis+sentinel":
+        return aioredis.Redis.from_url(url, **options)
     path = [p for p in parts.path.split("/") if p]
     if not path:
         raise ValueError("a redis+sentinel:// URL needs the service name: .../mymaster")
-    password = unquote(parts.password) if parts.password else None
-    sentinel = Sentinel(nodes, password=password, **options)
+    sentinel = Sentinel(_hosts(parts, 26379), password=password, **options)
     return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0,
                                password=password, **options)
+
+
+def _hosts(parts: SplitResult, default_port: int) -> list[tuple[str, int]]:
+    """The ``host:port`` list of a Sentinel or Cluster URL (urlsplit reads one host only)."""
+    hosts = []
+    for address in parts.netloc.rpartition("@")[2].split(","):
+        host, colon, port = address.rpartition(":")
+        hosts.append((host, int(port)) if colon else (address, default_port))
+    return hosts
+
+
+def _queue_script(pipe: Any, script: AsyncScript, keys: list[str], args: list[Any]) -> None:
+    """Queue a script call by its SHA: a cluster pipeline blocks the ``evalsha`` method that
+    ``Script`` objects call. No pipeline then loads a missing script, so scripts are loaded
+    when a node joins and a NOSCRIPT reply makes it rejoin (see :data:`_GONE`)."""
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 class _Keys:
@@ -115,7 +153,8 @@ class RedisAdapter:
     """Shares a hub's state with the other nodes through Redis."""
 
     def __init__(self, apps: tuple[AppConfig, ...], url: str, prefix: str = "pusher-compat",
-                 lease_seconds: float = 10.0, client: aioredis.Redis | None = None) -> None:
+                 lease_seconds: float = 10.0,
+                 client: aioredis.Redis | RedisCluster | None = None) -> None:
         self.node = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._apps = {app.id: app for app in apps}
         self._url = url
@@ -125,8 +164,9 @@ class RedisAdapter:
         self._redis = client if client is not None else connect_url(url)
         self._keys = {app_id: _Keys(prefix, app_id, self.node) for app_id in self._apps}
         self._buses = {keys.bus: app_id for app_id, keys in self._keys.items()}
-        self._scripts = {name: self._redis.register_script(getattr(lua, name))
-                         for name in ("JOIN", "LEAVE", "USERS", "HEARTBEAT", "REAP", "RATE")}
+        self._scripts: dict[str, AsyncScript] = {
+            name: self._redis.register_script(getattr(lua, name))
+            for name in ("JOIN", "LEAVE", "USERS", "HEARTBEAT", "REAP", "RATE")}
         self._local = LocalAdapter()
         self._hub: Hub | None = None
         self._ops: deque[_Op] = deque()
@@ -181,10 +221,10 @@ class RedisAdapter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._up:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*_UNREACHABLE):
                 await self._reap(self.node)
         if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*_UNREACHABLE):
                 await self._pubsub.aclose()
         await self._redis.aclose()
 
@@ -307,7 +347,7 @@ class RedisAdapter:
                 batch = [self._ops.popleft() for _ in range(min(len(self._ops), _BATCH))]
                 try:
                     replies = await self._execute(batch)
-                except (RedisError, OSError) as error:
+                except _UNREACHABLE as error:
                     self._ops.extendleft(reversed(batch))
                     self._lost(error)
                     break
@@ -325,8 +365,11 @@ class RedisAdapter:
             if op.script is None:
                 pipe.execute_command(*op.args)
             else:
-                await op.script(keys=op.keys, args=op.args, client=pipe)
+                _queue_script(pipe, op.script, op.keys, op.args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, _GONE):
+                raise reply
         return replies
 
     # -- inbound: the bus --------------------------------------------------------------
@@ -337,7 +380,7 @@ class RedisAdapter:
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     self._receive(self._buses[_text(message["channel"])], message["data"])
-        except (RedisError, OSError) as error:
+        except _UNREACHABLE as error:
             self._lost(error)
 
     def _receive(self, app_id: str, data: bytes) -> None:
@@ -386,7 +429,7 @@ class RedisAdapter:
             if not self._up:
                 try:
                     await self._join_cluster()
-                except (RedisError, OSError) as error:
+                except _UNREACHABLE as error:
                     log.debug("redis connect failed: %s", error)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -394,7 +437,7 @@ class RedisAdapter:
                 backoff = 0.1
             try:
                 await self._heartbeat()
-            except (RedisError, OSError) as error:
+            except _UNREACHABLE as error:
                 self._lost(error)
                 continue
             self._trouble.clear()
@@ -404,8 +447,10 @@ class RedisAdapter:
     async def _join_cluster(self) -> None:
         """(Re)connect: subscribe to the bus, make Redis agree with this node, then serve."""
         await self._redis.ping()
+        for script in self._scripts.values():
+            await self._redis.script_load(script.script)
         if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*_UNREACHABLE):
                 await self._pubsub.aclose()
         if self._listener is not None:
             self._listener.cancel()
@@ -421,6 +466,11 @@ class RedisAdapter:
                 break
         for app_id in self._apps:
             await self._load_cache(app_id)
+        if self._listener.done():
+            # The listener's _lost() changes nothing while the node is not up, so a bus
+            # connection that dropped during the join would go unnoticed; a cluster client
+            # closes every connection, the subscription's too, when it rediscovers the cluster.
+            raise RedisConnectionError("the bus subscription ended while joining")
         self._up = True
         self._wake.set()
         log.info("redis connected: node %s in the cluster (%s)", self.node, self._prefix)
@@ -495,32 +545,32 @@ class RedisAdapter:
         users = hub.signed_in_users(app_id)
         pipe = self._redis.pipeline(transaction=False)
 
-        async def call(script: str, script_keys: list[str], *args: Any) -> None:
-            await self._scripts[script](keys=script_keys, args=args, client=pipe)
+        def call(script: str, script_keys: list[str], *args: Any) -> None:
+            _queue_script(pipe, self._scripts[script], script_keys, list(args))
 
         for name in {_text(n) for n in ledger_ch} - channels.keys():
-            await call("LEAVE", keys.channel(name), self.node, name, 0, "", keys.bus, b"")
+            call("LEAVE", keys.channel(name), self.node, name, 0, "", keys.bus, b"")
         for entry in map(_text, ledger_pm):
             name, _, user = entry.partition("\0")
             if (name, user) not in members:
                 count = channels[name].local_sockets if name in channels else 0
                 removed = {"user_id": user}
-                await call("LEAVE", keys.channel(name), self.node, name, count, user, keys.bus,
-                           self._event("pusher_internal:member_removed", removed, name))
+                call("LEAVE", keys.channel(name), self.node, name, count, user, keys.bus,
+                     self._event("pusher_internal:member_removed", removed, name))
         for (name, user), member in members.items():
             added = {"user_id": member.user_id, "user_info": member.user_info}
-            await call("JOIN", keys.channel(name), self.node, name, channels[name].local_sockets,
-                       user, wire.dumps(member.user_info), _NO_LIMIT, keys.bus,
-                       self._event("pusher_internal:member_added", added, name))
+            call("JOIN", keys.channel(name), self.node, name, channels[name].local_sockets,
+                 user, wire.dumps(member.user_info), _NO_LIMIT, keys.bus,
+                 self._event("pusher_internal:member_added", added, name))
         for name, channel in channels.items():
-            await call("JOIN", keys.channel(name), self.node, name, channel.local_sockets, "",
-                       b"", _NO_LIMIT, keys.bus, b"")
+            call("JOIN", keys.channel(name), self.node, name, channel.local_sockets, "",
+                 b"", _NO_LIMIT, keys.bus, b"")
         counted = {_text(k): int(v) for k, v in ledger_users.items()}
         for user in counted.keys() | users.keys():
             delta = users.get(user, 0) - counted.get(user, 0)
             if delta:
-                await call("USERS", [keys.users, keys.node_users], user, delta, keys.bus,
-                           self._message(b"w", user, "1"), self._message(b"w", user, "0"))
+                call("USERS", [keys.users, keys.node_users], user, delta, keys.bus,
+                     self._message(b"w", user, "1"), self._message(b"w", user, "0"))
         await pipe.execute()
         log.info("app %s resynchronised with redis: %d channel(s), %d member(s), %d user(s)",
                  app_id, len(channels), len(members), len(users))
@@ -592,7 +642,7 @@ class RedisAdapter:
             window = f"{self._keys[app_id].base}:rate:{bucket}:{int(now)}"
             try:
                 taken = await self._scripts["RATE"](keys=[window], args=[cost, limit])
-            except (RedisError, OSError) as error:
+            except _UNREACHABLE as error:
                 self._lost(error)
             else:
                 return None if taken else 1.0 - now % 1.0

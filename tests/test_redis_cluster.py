@@ -1,0 +1,213 @@
+"""Three nodes on a Redis Cluster (``redis+cluster://``) behave as one Pusher app.
+
+Each test starts its own three-shard Redis Cluster (three ``redis-server`` processes on free
+loopback ports, no replicas) and three ``pusher-compat serve`` processes pointed at it; the
+pusher-js fleet and the helpers of tests/test_cluster.py drive them. The config lists another
+app first, whose bus lives on another shard than app 1001's: a node subscribes on the shard
+of its first app's bus, so app 1001's events reach the nodes only if Redis Cluster carries
+them across shards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import test_cluster
+from conftest import ServerProcess, free_port
+from redis.cluster import RedisCluster
+from test_cluster import (
+    Fleet,
+    cluster_config,
+    connected,
+    member,
+    ready_status,
+    sdk,
+    start_cluster,
+    until,
+)
+
+fleet, fleet_factory = test_cluster.fleet, test_cluster.fleet_factory
+"""test_cluster's fixtures; ``fleet`` starts on this module's ``nodes``."""
+
+SHARDS = 3
+FIRST_APP = """
+[[apps]]
+id = "4001"
+key = "first-key"
+secret = "first-secret"
+"""
+"""Listed before app 1001, so each node's one subscription goes to this app's shard."""
+
+
+class RedisClusterServers:
+    """Throw-away cluster-mode ``redis-server`` processes, one primary per shard, without
+    persistence, on free loopback ports."""
+
+    def __init__(self, directory: Path) -> None:
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            pytest.fail("redis-server and redis-cli are required: apt-get install -y "
+                        "redis-server (.ci/run does)")
+        self.server, self.cli, self.directory = server, cli, directory
+        ports: set[int] = set()
+        while len(ports) < 2 * SHARDS:  # a client port and a cluster bus port per shard
+            ports.add(free_port())
+        free = list(ports)
+        self.ports, self.bus_ports = free[:SHARDS], free[SHARDS:]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """What cluster_config puts in ``redis_url``."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start(self) -> None:
+        """Start the servers; the first time, also make them one cluster (later they find
+        each other again through their cluster config files)."""
+        created = (self.directory / f"nodes-{self.ports[0]}.conf").exists()
+        self.processes = [subprocess.Popen(
+            [self.server, "--bind", "127.0.0.1", "--port", str(port),
+             "--cluster-enabled", "yes", "--cluster-port", str(bus_port),
+             "--cluster-config-file", str(self.directory / f"nodes-{port}.conf"),
+             "--save", "", "--appendonly", "no", "--dir", str(self.directory),
+             "--logfile", str(self.directory / f"redis-{port}.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for port, bus_port in zip(self.ports, self.bus_ports, strict=True)]
+        for port in self.ports:
+            self._until(lambda port=port: self._cli(port, "PING") == "PONG", f"{port} up")
+        if not created:
+            done = subprocess.run(
+                [self.cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, text=True, timeout=30, check=False)
+            assert done.returncode == 0, done.stdout + done.stderr
+        for port in self.ports:
+            self._until(lambda port=port: "cluster_state:ok" in self._cli(port, "CLUSTER", "INFO"),
+                        f"{port} in a healthy cluster")
+
+    def shard_of(self, key: str) -> str:
+        """The address of the primary that holds ``key``."""
+        with RedisCluster(host="127.0.0.1", port=self.ports[0]) as client:
+            return str(client.get_node_from_key(key).name)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _cli(self, port: int, *command: str) -> str:
+        done = subprocess.run([self.cli, "-h", "127.0.0.1", "-p", str(port), *command],
+                              capture_output=True, text=True, timeout=5, check=False)
+        return done.stdout.strip()
+
+    def _until(self, predicate: Callable[[], bool], what: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert all(p.poll() is None for p in self.processes), "a redis-server exited"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of this test's own, stopped afterwards (also when starting it failed)."""
+    directory = tmp_path / "redis-cluster"
+    directory.mkdir()
+    cluster = RedisClusterServers(directory)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def nodes(server_factory: Callable[..., ServerProcess],
+                redis_cluster: RedisClusterServers) -> list[ServerProcess]:
+    """Three nodes on the cluster; the ``fleet`` fixture of test_cluster connects to them."""
+    assert redis_cluster.shard_of("test:{4001}:bus") != redis_cluster.shard_of(
+        "test:{1001}:bus"), "the two apps' buses must live on different shards"
+    # cluster_config reads only ``url`` of the Redis it is given.
+    config = FIRST_APP + cluster_config(redis_cluster)  # type: ignore[arg-type]
+    return await start_cluster(server_factory, config)
+
+
+async def test_event_triggered_on_one_node_reaches_the_other_nodes_once_in_order(
+        nodes: list[ServerProcess], fleet: Fleet) -> None:
+    for client, node in (("b", nodes[1]), ("c", nodes[2])):
+        await connected(fleet, client, node)
+        await fleet.subscribed(client, "orders")
+    api = sdk(nodes[0])
+    for n in range(5):
+        await asyncio.to_thread(api.trigger, "orders", "shipped", {"n": n})
+    await asyncio.to_thread(api.trigger, "orders", "done", {})
+    for client in ("b", "c"):
+        await fleet.wait(client, event="done")
+        assert [seen["data"]["n"] for seen in fleet.observed(client, event="shipped")] == [
+            0, 1, 2, 3, 4]
+
+
+async def test_presence_roster_and_member_added_are_the_same_on_every_node(
+        nodes: list[ServerProcess], fleet: Fleet) -> None:
+    people = {"ann": ("1", nodes[0]), "bob": ("2", nodes[1]), "cid": ("3", nodes[2])}
+    for name, (user_id, node) in people.items():
+        await connected(fleet, name, node, **member(user_id, name))
+        await fleet.subscribed(name, "presence-room")
+    everyone = {user_id: {"name": name} for name, (user_id, _) in people.items()}
+    added = await fleet.wait("ann", event="pusher:member_added", count=2)
+    assert [seen["data"]["id"] for seen in added] == ["2", "3"]
+    (added_cid,) = await fleet.wait("bob", event="pusher:member_added")
+    assert added_cid["data"] == {"id": "3", "info": {"name": "cid"}}
+    for name in people:
+        assert fleet.observed(name)[-1]["members"] == everyone, name
+    users = await asyncio.to_thread(sdk(nodes[1]).users_info, "presence-room")
+    assert sorted(user["id"] for user in users["users"]) == ["1", "2", "3"]
+
+
+async def test_channels_api_answers_for_the_whole_cluster_from_any_node(
+        nodes: list[ServerProcess], fleet: Fleet) -> None:
+    for client, node in (("a", nodes[0]), ("b", nodes[1]), ("b2", nodes[1])):
+        await connected(fleet, client, node)
+        await fleet.subscribed(client, "news")
+    await fleet.subscribed("a", "sport")
+    for node in nodes:
+        api = sdk(node)
+        listing = await asyncio.to_thread(api.channels_info, None, ["subscription_count"])
+        assert listing == {"channels": {"news": {"subscription_count": 3},
+                                        "sport": {"subscription_count": 1}}}
+        info = await asyncio.to_thread(api.channel_info, "news", ["subscription_count"])
+        assert info == {"occupied": True, "subscription_count": 3}
+    fleet.send("unsubscribe", id="a", channel="sport")
+    await until(lambda: sdk(nodes[2]).channel_info("sport")["occupied"] is False,
+                "sport vacated")
+
+
+async def test_events_and_presence_come_back_after_the_redis_cluster_restarts(
+        nodes: list[ServerProcess], fleet: Fleet, redis_cluster: RedisClusterServers) -> None:
+    await connected(fleet, "ann", nodes[0], **member("1", "ann"))
+    await fleet.subscribed("ann", "presence-room")
+    await connected(fleet, "bob", nodes[1], **member("2", "bob"))
+    await fleet.subscribed("bob", "presence-room")
+    redis_cluster.stop()
+    for node in nodes:
+        await until(lambda node=node: ready_status(node) == 503, "not ready without redis")
+    redis_cluster.start()
+    for node in nodes:
+        await until(lambda node=node: ready_status(node) == 200, "ready again", timeout=20)
+    await asyncio.to_thread(sdk(nodes[0]).trigger, "presence-room", "after", {"ok": True})
+    await fleet.wait("bob", event="after")
+    users = await until(lambda: sdk(nodes[2]).users_info("presence-room")["users"],
+                        "the roster rebuilt in the emptied cluster")
+    assert sorted(user["id"] for user in users) == ["1", "2"]
