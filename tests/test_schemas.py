@@ -529,3 +529,22 @@ def test_schema_files_are_read_only_once(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(schemas, "_protocol_dir", no_more_reading)
     assert validate("api-terminate-connections", {}) is None
+
+
+def test_local_references_are_inlined_when_the_schemas_are_compiled() -> None:
+    root = {"items": {"$ref": "#/$defs/event"},
+            "$defs": {"event": {"type": "object", "properties": {"x": {"$ref": "#/$defs/x"}}},
+                      "x": {"type": "string"}}}
+    inlined = schemas._inline_refs(root, root, ())
+    assert inlined["items"] == {"type": "object", "properties": {"x": {"type": "string"}}}
+
+
+def test_a_reference_with_sibling_keywords_or_in_a_cycle_is_kept() -> None:
+    root = {"$defs": {"node": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+            "properties": {"a": {"$ref": "#/$defs/node", "minItems": 1},
+                           "b": {"$ref": "#/$defs/node"}}}
+    inlined = schemas._inline_refs(root, root, ())
+    assert inlined["properties"]["a"] == {"$ref": "#/$defs/node", "minItems": 1}
+    assert inlined["properties"]["b"] == {"type": "array", "items": {"$ref": "#/$defs/node"}}
+    assert Draft202012Validator(inlined).is_valid({"b": [[[[]]]]})
+    assert not Draft202012Validator(inlined).is_valid({"b": [[["x"]]]})
