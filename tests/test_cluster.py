@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pusher
@@ -532,3 +533,20 @@ async def test_nodes_find_redis_through_sentinel(
     finally:
         sentinel.terminate()
         sentinel.wait(10)
+
+
+async def test_nodes_share_a_redis_over_tls(
+        server_factory: Callable[..., ServerProcess], certificate: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis", tls=certificate)
+    redis.start()
+    try:
+        assert redis.url.startswith("rediss://")
+        cluster = await start_cluster(server_factory, cluster_config(redis), count=2)
+        async with connect(cluster[1].url, cluster[1].key) as client:
+            await client.subscribe("orders")
+            await asyncio.to_thread(sdk(cluster[0]).trigger, "orders", "over-tls", {})
+            assert (await client.next_event(channel="orders", timeout=5)).event == "over-tls"
+    finally:
+        redis.stop()
