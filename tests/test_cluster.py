@@ -513,6 +513,14 @@ async def test_deployments_with_different_prefixes_never_cross_talk(
     assert listing == {"channels": {}}
 
 
+async def assert_an_event_crosses(cluster: list[ServerProcess]) -> None:
+    """An event triggered on the first node reaches a subscriber of the second."""
+    async with connect(cluster[1].url, cluster[1].key) as client:
+        await client.subscribe("orders")
+        await asyncio.to_thread(sdk(cluster[0]).trigger, "orders", "crossed", {})
+        assert (await client.next_event(channel="orders", timeout=5)).event == "crossed"
+
+
 async def test_nodes_find_redis_through_sentinel(
         server_factory: Callable[..., ServerProcess], redis_server: RedisServer,
         tmp_path: Any) -> None:
@@ -525,11 +533,7 @@ async def test_nodes_find_redis_through_sentinel(
     try:
         url = f"redis+sentinel://127.0.0.1:{port}/primary/0"
         text = cluster_config(redis_server).replace(redis_server.url, url)
-        cluster = await start_cluster(server_factory, text, count=2)
-        async with connect(cluster[1].url, cluster[1].key) as client:
-            await client.subscribe("orders")
-            await asyncio.to_thread(sdk(cluster[0]).trigger, "orders", "via-sentinel", {})
-            assert (await client.next_event(channel="orders", timeout=5)).event == "via-sentinel"
+        await assert_an_event_crosses(await start_cluster(server_factory, text, count=2))
     finally:
         sentinel.terminate()
         sentinel.wait(10)
@@ -543,10 +547,7 @@ async def test_nodes_share_a_redis_over_tls(
     redis.start()
     try:
         assert redis.url.startswith("rediss://")
-        cluster = await start_cluster(server_factory, cluster_config(redis), count=2)
-        async with connect(cluster[1].url, cluster[1].key) as client:
-            await client.subscribe("orders")
-            await asyncio.to_thread(sdk(cluster[0]).trigger, "orders", "over-tls", {})
-            assert (await client.next_event(channel="orders", timeout=5)).event == "over-tls"
+        await assert_an_event_crosses(
+            await start_cluster(server_factory, cluster_config(redis), count=2))
     finally:
         redis.stop()

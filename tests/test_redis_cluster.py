@@ -144,54 +144,13 @@ async def nodes(server_factory: Callable[..., ServerProcess],
     return await start_cluster(server_factory, config)
 
 
-async def test_event_triggered_on_one_node_reaches_the_other_nodes_once_in_order(
-        nodes: list[ServerProcess], fleet: Fleet) -> None:
-    for client, node in (("b", nodes[1]), ("c", nodes[2])):
-        await connected(fleet, client, node)
-        await fleet.subscribed(client, "orders")
-    api = sdk(nodes[0])
-    for n in range(5):
-        await asyncio.to_thread(api.trigger, "orders", "shipped", {"n": n})
-    await asyncio.to_thread(api.trigger, "orders", "done", {})
-    for client in ("b", "c"):
-        await fleet.wait(client, event="done")
-        assert [seen["data"]["n"] for seen in fleet.observed(client, event="shipped")] == [
-            0, 1, 2, 3, 4]
-
-
-async def test_presence_roster_and_member_added_are_the_same_on_every_node(
-        nodes: list[ServerProcess], fleet: Fleet) -> None:
-    people = {"ann": ("1", nodes[0]), "bob": ("2", nodes[1]), "cid": ("3", nodes[2])}
-    for name, (user_id, node) in people.items():
-        await connected(fleet, name, node, **member(user_id, name))
-        await fleet.subscribed(name, "presence-room")
-    everyone = {user_id: {"name": name} for name, (user_id, _) in people.items()}
-    added = await fleet.wait("ann", event="pusher:member_added", count=2)
-    assert [seen["data"]["id"] for seen in added] == ["2", "3"]
-    (added_cid,) = await fleet.wait("bob", event="pusher:member_added")
-    assert added_cid["data"] == {"id": "3", "info": {"name": "cid"}}
-    for name in people:
-        assert fleet.observed(name)[-1]["members"] == everyone, name
-    users = await asyncio.to_thread(sdk(nodes[1]).users_info, "presence-room")
-    assert sorted(user["id"] for user in users["users"]) == ["1", "2", "3"]
-
-
-async def test_channels_api_answers_for_the_whole_cluster_from_any_node(
-        nodes: list[ServerProcess], fleet: Fleet) -> None:
-    for client, node in (("a", nodes[0]), ("b", nodes[1]), ("b2", nodes[1])):
-        await connected(fleet, client, node)
-        await fleet.subscribed(client, "news")
-    await fleet.subscribed("a", "sport")
-    for node in nodes:
-        api = sdk(node)
-        listing = await asyncio.to_thread(api.channels_info, None, ["subscription_count"])
-        assert listing == {"channels": {"news": {"subscription_count": 3},
-                                        "sport": {"subscription_count": 1}}}
-        info = await asyncio.to_thread(api.channel_info, "news", ["subscription_count"])
-        assert info == {"occupied": True, "subscription_count": 3}
-    fleet.send("unsubscribe", id="a", channel="sport")
-    await until(lambda: sdk(nodes[2]).channel_info("sport")["occupied"] is False,
-                "sport vacated")
+# The same specification as on one Redis, run here on this module's ``nodes``.
+test_event_triggered_on_one_node_reaches_every_node_once_in_order = (
+    test_cluster.test_event_triggered_on_one_node_reaches_every_node_once_in_order)
+test_presence_roster_and_member_events_are_the_same_on_every_node = (
+    test_cluster.test_presence_roster_and_member_events_are_the_same_on_every_node)
+test_channels_api_answers_for_the_whole_cluster_from_any_node = (
+    test_cluster.test_channels_api_answers_for_the_whole_cluster_from_any_node)
 
 
 async def test_events_and_presence_come_back_after_the_redis_cluster_restarts(
