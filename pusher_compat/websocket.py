@@ -33,6 +33,7 @@ __all__ = [
     "WebSocket",
     "accept_key",
     "close_frame",
+    "encode_frame",
     "handshake_accept",
     "switching_protocols",
 ]
@@ -41,8 +42,8 @@ PROTOCOL_ERROR = 1002
 INVALID_DATA = 1007
 MESSAGE_TOO_BIG = 1009
 
-_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-_DATA_OPCODES = frozenset({_TEXT, _BINARY})
+_CONTINUATION, TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_DATA_OPCODES = frozenset({TEXT, _BINARY})
 _CONTROL_OPCODES = frozenset({_CLOSE, _PING, _PONG})
 _MAX_CONTROL_PAYLOAD = 125
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -89,8 +90,9 @@ def switching_protocols(accept: str) -> bytes:
             b"Sec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n")
 
 
-def _frame(opcode: int, payload: bytes) -> bytes:
-    """One final, unmasked frame: a server never masks (RFC 6455 §5.1)."""
+def encode_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked frame: a server never masks (RFC 6455 §5.1). The one frame
+    encoder: :func:`pusher_compat.wire.frame` wraps every Pusher message with it."""
     length = len(payload)
     if length < 126:
         header = struct.pack("!BB", 0x80 | opcode, length)
@@ -105,7 +107,7 @@ def close_frame(code: int, reason: str = "") -> bytes:
     """A close frame; ``reason`` is cut to fit the 125-byte control payload on a character
     boundary, so the peer never sees invalid UTF-8 (which it would answer with 1007)."""
     text = reason.encode()[:_MAX_CONTROL_PAYLOAD - 2].decode("utf-8", "ignore").encode()
-    return _frame(_CLOSE, struct.pack("!H", code) + text)
+    return encode_frame(_CLOSE, struct.pack("!H", code) + text)
 
 
 def _unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
@@ -187,7 +189,7 @@ class WebSocket:
         self._buffer: bytes | bytearray = b""
         self._fragments: list[bytes] | None = None
         """Payloads of a fragmented message so far; ``None`` between messages."""
-        self._opcode = _TEXT
+        self._opcode = TEXT
         self._size = 0
         self.state = State.OPEN
 
@@ -282,7 +284,7 @@ class WebSocket:
 
     def _handle(self, opcode: int, fin: bool, payload: bytes) -> Event | None:
         if opcode == _PING:
-            return Ping(_frame(_PONG, payload))
+            return Ping(encode_frame(_PONG, payload))
         if opcode == _PONG:
             return Pong()
         if opcode == _CLOSE:
@@ -316,7 +318,7 @@ class WebSocket:
             except UnicodeDecodeError:
                 raise _Failure(INVALID_DATA, "Close reason is not valid UTF-8") from None
         # Echo the peer's code (RFC 6455 §5.5.1), unless our own close frame already went out.
-        reply = _frame(_CLOSE, payload[:2]) if self.state is State.OPEN else b""
+        reply = encode_frame(_CLOSE, payload[:2]) if self.state is State.OPEN else b""
         self.state = State.CLOSED
         return Close(code, reason, reply)
 

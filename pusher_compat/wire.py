@@ -7,12 +7,13 @@ same ``bytes`` object to every subscriber.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import orjson
+
+from .websocket import TEXT, encode_frame
 
 __all__ = [
     "MAX_DEPTH",
@@ -129,18 +130,9 @@ class SubscriptionError(Exception):
         return frame(dumps(scoped)), error_frame(None, self.message)
 
 
-def _header(length: int) -> bytes:
-    # FIN + text opcode; a server never masks its frames (RFC 6455 §5.1).
-    if length < 126:
-        return struct.pack("!BB", 0x81, length)
-    if length < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)
-
-
 def frame(payload: bytes) -> bytes:
     """Wrap UTF-8 JSON bytes in one WebSocket text frame, ready for ``transport.write``."""
-    return _header(len(payload)) + payload
+    return encode_frame(TEXT, payload)
 
 
 def unframe(frame: bytes) -> bytes:
