@@ -478,6 +478,8 @@ class RedisAdapter:
             log.warning("%d event(s) published while redis was unreachable reached only this "
                         "node's sockets", self.dropped - self._dropped_reported)
             self._dropped_reported = self.dropped
+        # One refresh per rejoin; finished ones are dropped so reconnects do not pile up.
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.create_task(self._refresh_rosters()))
 
     async def _heartbeat(self) -> None:
