@@ -17,7 +17,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pusher
 import pytest
@@ -463,16 +463,24 @@ async def test_a_killed_nodes_members_are_removed_everywhere_within_the_lease(
     assert sorted(u["id"] for u in users["users"]) == ["1", "3"]
 
 
-async def test_events_flow_again_after_redis_restarts(
-        nodes: list[ServerProcess], fleet: Fleet, redis_server: RedisServer) -> None:
+class Restartable(Protocol):
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+async def assert_the_cluster_recovers_from_a_redis_restart(
+        nodes: list[ServerProcess], fleet: Fleet, redis: Restartable) -> None:
+    """Nodes turn not-ready while ``redis`` is down, ready when it is back; then events flow
+    and the presence roster is rebuilt in the emptied Redis."""
     await connected(fleet, "ann", nodes[0], **member("1", "ann"))
     await fleet.subscribed("ann", "presence-room")
     await connected(fleet, "bob", nodes[1], **member("2", "bob"))
     await fleet.subscribed("bob", "presence-room")
-    redis_server.stop()
+    redis.stop()
     for node in nodes:
         await until(lambda node=node: ready_status(node) == 503, "not ready without redis")
-    redis_server.start()
+    redis.start()
     for node in nodes:
         await until(lambda node=node: ready_status(node) == 200, "ready again", timeout=20)
     await asyncio.to_thread(sdk(nodes[0]).trigger, "presence-room", "after", {"ok": True})
@@ -480,6 +488,11 @@ async def test_events_flow_again_after_redis_restarts(
     users = await until(lambda: sdk(nodes[2]).users_info("presence-room")["users"],
                         "the roster rebuilt in the new redis")
     assert sorted(u["id"] for u in users) == ["1", "2"]
+
+
+async def test_events_flow_again_after_redis_restarts(
+        nodes: list[ServerProcess], fleet: Fleet, redis_server: RedisServer) -> None:
+    await assert_the_cluster_recovers_from_a_redis_restart(nodes, fleet, redis_server)
 
 
 async def test_a_node_serves_its_own_clients_while_redis_is_down(

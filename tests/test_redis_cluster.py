@@ -10,7 +10,6 @@ them across shards.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import time
@@ -21,16 +20,7 @@ import pytest
 import test_cluster
 from conftest import ServerProcess, free_port
 from redis.cluster import RedisCluster
-from test_cluster import (
-    Fleet,
-    cluster_config,
-    connected,
-    member,
-    ready_status,
-    sdk,
-    start_cluster,
-    until,
-)
+from test_cluster import Fleet, cluster_config, start_cluster
 
 fleet, fleet_factory = test_cluster.fleet, test_cluster.fleet_factory
 """test_cluster's fixtures; ``fleet`` starts on this module's ``nodes``."""
@@ -155,18 +145,5 @@ test_channels_api_answers_for_the_whole_cluster_from_any_node = (
 
 async def test_events_and_presence_come_back_after_the_redis_cluster_restarts(
         nodes: list[ServerProcess], fleet: Fleet, redis_cluster: RedisClusterServers) -> None:
-    await connected(fleet, "ann", nodes[0], **member("1", "ann"))
-    await fleet.subscribed("ann", "presence-room")
-    await connected(fleet, "bob", nodes[1], **member("2", "bob"))
-    await fleet.subscribed("bob", "presence-room")
-    redis_cluster.stop()
-    for node in nodes:
-        await until(lambda node=node: ready_status(node) == 503, "not ready without redis")
-    redis_cluster.start()
-    for node in nodes:
-        await until(lambda node=node: ready_status(node) == 200, "ready again", timeout=20)
-    await asyncio.to_thread(sdk(nodes[0]).trigger, "presence-room", "after", {"ok": True})
-    await fleet.wait("bob", event="after")
-    users = await until(lambda: sdk(nodes[2]).users_info("presence-room")["users"],
-                        "the roster rebuilt in the emptied cluster")
-    assert sorted(user["id"] for user in users) == ["1", "2"]
+    await test_cluster.assert_the_cluster_recovers_from_a_redis_restart(
+        nodes, fleet, redis_cluster)
