@@ -219,10 +219,7 @@ class HttpApi:
                 f"The data content of this event exceeds the allowed maximum "
                 f"({app.max_event_payload_bytes} bytes): it is {size} bytes",
             )
-        info = self._info(item.get("info"))
-        if "user_count" in info and not kind_of(channel).presence:
-            raise ApiError(400, f"user_count is only available for presence channels: {channel}")
-        return _Event(name, channel, data, item.get("socket_id"), info)
+        return _Event(name, channel, data, item.get("socket_id"), self._info(item.get("info")))
 
     async def _publish(self, app: AppConfig, events: list[_Event]) -> None:
         await self._limit(app, "events", len(events), app.max_backend_events_per_second)
@@ -247,7 +244,13 @@ class HttpApi:
         return info
 
     async def _counted(self, app: AppConfig, name: str, info: frozenset[str]) -> dict[str, Any]:
-        """The ``info`` attributes of one channel, cluster-wide."""
+        """The ``info`` attributes of one channel published to, cluster-wide.
+
+        Pusher answers ``user_count`` for presence channels only and leaves it out for the
+        others rather than refusing the publish: one request may name both kinds.
+        """
+        if not kind_of(name).presence:
+            info = info - {"user_count"}
         return self._attributes(await self._hub.adapter.channel(app.id, name), info)
 
     @staticmethod

@@ -162,7 +162,22 @@ def run_node(
     Scripts read the server address from ``PUSHER_HOST``/``PUSHER_PORT`` and the app from
     ``PUSHER_APP_ID``/``PUSHER_APP_KEY``/``PUSHER_APP_SECRET``, and print one JSON object.
     """
-    full_env = {
+    result = subprocess.run(
+        [node, str(NODE_DIR / script), *args],
+        capture_output=True, text=True, timeout=timeout, env=_client_env(server, env), cwd=ROOT,
+    )
+    assert result.returncode == 0, (
+        f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
+        + "".join(server.log[-30:])
+    )
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines, f"{script} printed nothing; stderr:\n{result.stderr}"
+    return json.loads(lines[-1])
+
+
+def _client_env(server: ServerProcess, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a client script: the server address and the app it uses."""
+    return {
         **os.environ,
         "PUSHER_HOST": server.host,
         "PUSHER_PORT": str(server.port),
@@ -171,16 +186,30 @@ def run_node(
         "PUSHER_APP_SECRET": server.secret,
         **(env or {}),
     }
+
+
+@pytest.fixture(scope="session")
+def php_sdk() -> str:
+    """``php`` with the official PHP SDK at ``$PUSHER_PHP_SDK`` (``.ci/run`` sets it)."""
+    exe = shutil.which("php")
+    if not os.environ.get("PUSHER_PHP_SDK"):
+        pytest.skip("PUSHER_PHP_SDK is not set: no pusher-php-server to test with")
+    if exe is None:
+        pytest.fail("php is required with PUSHER_PHP_SDK: apt-get install php-cli php-curl "
+                    "php-guzzlehttp-guzzle php-psr-log")
+    return exe
+
+
+def run_php(php: str, server: ServerProcess, method: str, *args: object,
+            timeout: float = 60) -> dict:
+    """Call ``Pusher\\Pusher::<method>(*args)`` of the PHP SDK against ``server`` through
+    ``tests/php/trigger.php``; return its JSON line (``result``, or ``error`` and ``status``)."""
     result = subprocess.run(
-        [node, str(NODE_DIR / script), *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT,
-    )
-    assert result.returncode == 0, (
-        f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
-        + "".join(server.log[-30:])
+        [php, str(ROOT / "tests" / "php" / "trigger.php"), method, json.dumps(args)],
+        capture_output=True, text=True, timeout=timeout, env=_client_env(server), cwd=ROOT,
     )
     lines = [line for line in result.stdout.splitlines() if line.strip()]
-    assert lines, f"{script} printed nothing; stderr:\n{result.stderr}"
+    assert lines, f"trigger.php printed nothing ({result.returncode}); stderr:\n{result.stderr}"
     return json.loads(lines[-1])
 
 

@@ -303,14 +303,29 @@ async def test_trigger_info_subscription_count_on_public_channels(api, connect):
     })
 
 
-async def test_trigger_user_count_on_non_presence_channel_is_400(api, connect):
+async def test_trigger_info_reports_user_count_for_presence_channels_only(api, connect):
+    socket = await connect()
+    await socket.subscribe("my-channel")
+
+    response = await api.trigger(name="e", channels=["my-channel", "presence-my-channel"],
+                                 data="x", info="user_count,subscription_count")
+
+    await expect_json(response, 200, {"channels": {
+        "my-channel": {"subscription_count": 1},
+        "presence-my-channel": {"user_count": 0, "subscription_count": 0},
+    }})
+    assert await socket.text() == event_text("e", "my-channel", "x")
+
+
+async def test_trigger_user_count_alone_on_a_public_channel_delivers_and_answers_no_attributes(
+        api, connect):
     socket = await connect()
     await socket.subscribe("news")
 
     response = await api.trigger(name="e", channels=["news"], data="x", info="user_count")
 
-    await expect_error(response, 400)
-    await socket.expect_silent()
+    await expect_json(response, 200, {"channels": {"news": {}}})
+    assert await socket.text() == event_text("e", "news", "x")
 
 
 async def test_trigger_100_channels_is_accepted(api):
@@ -482,6 +497,22 @@ async def test_batch_with_info_returns_attributes_aligned_by_index(api, connect)
     await expect_json(response, 200, {
         "batch": [{"subscription_count": 2}, {}, {"user_count": 1}]
     })
+
+
+async def test_batch_item_asking_user_count_of_a_public_channel_is_delivered(api, connect):
+    socket = await connect()
+    await socket.subscribe("news")
+    batch = [
+        {"name": "e", "channel": "news", "data": "x", "info": "user_count,subscription_count"},
+        {"name": "e", "channel": "presence-room", "data": "y", "info": "user_count"},
+    ]
+
+    response = await api.post("/batch_events", {"batch": batch})
+
+    await expect_json(response, 200, {
+        "batch": [{"subscription_count": 1}, {"user_count": 0}]
+    })
+    assert await socket.text() == event_text("e", "news", "x")
 
 
 # -- GET /channels ---------------------------------------------------------------------------

@@ -276,6 +276,21 @@ def test_trigger_with_info_returns_channel_counts(node: str, server: ServerProce
     assert result["without_info"] == {"status": 200, "body": {}}
 
 
+def test_trigger_asking_user_count_of_public_and_presence_channels_delivers_and_counts(
+    node: str, server: ServerProcess
+) -> None:
+    result = run_node(node, server, "trigger_info.mjs")
+
+    assert result["mixed"] == {
+        "status": 200,
+        "body": {"channels": {
+            "my-channel": {"subscription_count": 1},
+            "presence-my-channel": {"user_count": 0, "subscription_count": 0},
+        }},
+        "delivered": [{"data": {"n": 1}}],
+    }
+
+
 def test_trigger_batch_of_ten_is_accepted_and_fully_delivered(
     node: str, server: ServerProcess
 ) -> None:

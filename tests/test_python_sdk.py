@@ -148,6 +148,22 @@ async def test_trigger_batch_delivers_each_event(sdk, connect):
     assert await b.text() == event_text("second", "private-orders", "two")
 
 
+async def test_trigger_batch_with_info_counts_users_of_presence_channels_only(sdk, connect):
+    # pusher==3.3.4's trigger() takes no info; trigger_batch() passes each item's info on.
+    socket = await connect()
+    await socket.subscribe("my-channel")
+    batch = [
+        {"channel": channel, "name": "e", "data": "x", "info": "user_count,subscription_count"}
+        for channel in ("my-channel", "presence-my-channel")
+    ]
+
+    assert await call(sdk.trigger_batch, batch) == {
+        "batch": [{"subscription_count": 1}, {"user_count": 0, "subscription_count": 0}]
+    }
+
+    assert await socket.text() == event_text("e", "my-channel", "x")
+
+
 async def test_trigger_over_10240_bytes_is_refused_with_413(sdk, connect):
     socket = await connect()
     await socket.subscribe("chat")
