@@ -19,7 +19,7 @@ from .hub import Hub, Member
 from .limits import PerSecond
 from .wire import Code, PusherError, SubscriptionError
 
-__all__ = ["Connection", "Sink", "State"]
+__all__ = ["Connection", "SignIn", "Sink", "State"]
 
 
 class Sink(Protocol):
@@ -37,13 +37,25 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+class SignIn(enum.Enum):
+    """Where a connection stands with ``pusher:signin``. The cluster answers a sign-in later
+    (Redis), so "signing in" is a state of its own, as a pending presence join is: a second
+    sign-in meanwhile would be counted twice by the cluster and released once."""
+
+    ANONYMOUS = "anonymous"
+    SIGNING_IN = "signing in"
+    """A sign-in was sent to the cluster and has no answer yet: another one is refused."""
+    SIGNED_IN = "signed in"
+    """Admitted: ``user_id``, ``user_info`` and ``watchlist`` say who the connection is."""
+
+
 class Connection:
     """One client connection of one app, from ``connection_established`` to close."""
 
     __slots__ = (
         "_client_events", "_clock", "_counters", "_hub", "_sink", "app", "channels",
-        "last_activity", "opened_at", "ping_sent_at", "server", "socket_id", "state", "user_id",
-        "user_info", "watchlist",
+        "last_activity", "opened_at", "ping_sent_at", "server", "signin", "socket_id", "state",
+        "user_id", "user_info", "watchlist",
     )
 
     def __init__(
@@ -58,7 +70,9 @@ class Connection:
         self.server = server
         self.socket_id = hub.new_socket_id(app.id)
         self.channels: dict[str, Member | None] = {}
+        self.signin = SignIn.ANONYMOUS
         self.user_id: str | None = None
+        """Set when :attr:`signin` becomes ``SIGNED_IN``, ``None`` before."""
         self.user_info: Any = None
         self.watchlist: tuple[str, ...] = ()
         self.state = State.OPEN
@@ -108,7 +122,8 @@ class Connection:
         unanswered for ``pong_timeout``. Called periodically by the server."""
         now = self._clock()
         deadline = self.app.user_authentication_timeout
-        if deadline and self.user_id is None and now - self.opened_at >= deadline:
+        signed_in = self.signin is SignIn.SIGNED_IN
+        if deadline and not signed_in and now - self.opened_at >= deadline:
             self.fail(PusherError(
                 Code.UNAUTHORIZED, f"Connection not signed in within {deadline} seconds",
                 close=True,
@@ -180,7 +195,8 @@ class Connection:
         kind = kind_of(name)
         member: Member | None = None
         if kind.user:
-            if name != USER_CHANNEL_PREFIX + (self.user_id or ""):
+            if (self.signin is not SignIn.SIGNED_IN
+                    or name[len(USER_CHANNEL_PREFIX):] != self.user_id):
                 raise SubscriptionError(
                     name, "AuthError", "A user channel needs a sign-in as that user", 403
                 )
@@ -202,11 +218,12 @@ class Connection:
 
     def _presence_member(self, name: str, channel_data: str | None) -> Member:
         if channel_data is None:
-            if self.user_id is None:
+            if self.signin is not SignIn.SIGNED_IN:
                 raise SubscriptionError(
                     name, "AuthError",
                     "Presence channels need channel_data or a signed-in user", 401,
                 )
+            assert self.user_id is not None  # set with SIGNED_IN
             return Member(self.user_id, self.user_info)
         try:
             parsed = wire.loads(channel_data)
@@ -241,17 +258,24 @@ class Connection:
         self._hub.leave(self, data["channel"])
 
     def _signin(self, data: Any) -> None:
+        if self.signin is SignIn.SIGNING_IN:
+            raise PusherError(
+                Code.UNAUTHORIZED, "A sign-in is already pending on this connection: "
+                "this one is ignored",
+            )
         user_data, user_id, user = self._verified_user(data)
-        if self.user_id is not None:
+        if self.signin is SignIn.SIGNED_IN:
             if self.user_id != user_id:
                 raise PusherError(Code.UNAUTHORIZED, "The connection is signed in as another user")
             # The same user again (pusher-js signs in after every reconnect): nothing changes.
             self.send(wire.signin_success_frame(user_data))
             return
         watchlist = _watchlist(user.get("watchlist"))
+        self.signin = SignIn.SIGNING_IN
 
         def admitted() -> None:
             self.send(wire.signin_success_frame(user_data))
+            self.signin = SignIn.SIGNED_IN
             self.user_id = user_id
             self.user_info = user.get("user_info")
             self.watchlist = watchlist[:_WATCHLIST_LIMIT]

@@ -11,10 +11,10 @@ from helpers import FakeClock, ListSink, unframe
 
 import pusher_compat.hub as hub_module
 from pusher_compat import wire
-from pusher_compat.adapters.base import Joined, Left
+from pusher_compat.adapters.base import Joined, Left, SignedIn, SignedOut
 from pusher_compat.adapters.local import LocalAdapter
 from pusher_compat.config import AppConfig, ServerConfig
-from pusher_compat.connection import Connection
+from pusher_compat.connection import Connection, SignIn
 from pusher_compat.hub import Channel, Hub, Member
 from pusher_compat.signatures import channel_string, sign_auth, user_string
 
@@ -52,11 +52,16 @@ def subscribe(conn: Connection, sink: ListSink, channel: str) -> None:
     sink.frames.clear()
 
 
-def signin(conn: Connection, sink: ListSink, user_id: str) -> None:
+def send_signin(conn: Connection, user_id: str) -> None:
+    """Send a validly signed ``pusher:signin`` as ``user_id``."""
     user_data = json.dumps({"id": user_id})
     auth = sign_auth(conn.app.key, conn.app.secret, user_string(conn.socket_id, user_data))
     conn.receive(json.dumps({"event": "pusher:signin",
                              "data": {"auth": auth, "user_data": user_data}}))
+
+
+def signin(conn: Connection, sink: ListSink, user_id: str) -> None:
+    send_signin(conn, user_id)
     assert conn.user_id == user_id
     sink.frames.clear()
 
@@ -300,6 +305,8 @@ class LateCluster(LocalAdapter):
     def __init__(self) -> None:
         super().__init__()
         self.waiting: list[Callable[[], None]] = []
+        self.users: dict[str, int] = {}
+        """Sockets the cluster counts per signed-in user id."""
 
     def joined(self, app: AppConfig, channel: Channel, member: Member | None, first: bool,
                done: Callable[[Joined], None]) -> None:
@@ -309,6 +316,18 @@ class LateCluster(LocalAdapter):
     def left(self, app: AppConfig, channel: Channel, member: Member | None,
              done: Callable[[Left], None]) -> None:
         self.waiting.append(lambda: super(LateCluster, self).left(app, channel, member, done))
+
+    def signed_in(self, app: AppConfig, user_id: str, watchlist: tuple[str, ...],
+                  done: Callable[[SignedIn], None]) -> None:
+        # Counted when asked, as Redis counts the socket when the script runs.
+        self.users[user_id] = self.users.get(user_id, 0) + 1
+        self.waiting.append(lambda: super(LateCluster, self).signed_in(app, user_id, watchlist,
+                                                                       done))
+
+    def signed_out(self, app: AppConfig, user_id: str, done: Callable[[SignedOut], None]
+                   ) -> None:
+        self.users[user_id] -= 1
+        self.waiting.append(lambda: super(LateCluster, self).signed_out(app, user_id, done))
 
     def answer_all(self) -> None:
         waiting, self.waiting = self.waiting, []
@@ -368,3 +387,58 @@ def test_a_refusal_after_leaving_is_not_undone_twice(late: tuple[Hub, LateCluste
     assert channel is not None
     assert (channel.local_sockets, channel.sockets_per_member) == (1, {"1": 1})
     assert sink.frames == []
+
+
+def test_a_second_signin_while_one_is_pending_is_refused_and_counted_nowhere(
+        late: tuple[Hub, LateCluster]) -> None:
+    hub, cluster = late
+    conn, sink = connect(hub)
+    send_signin(conn, "7")
+    send_signin(conn, "7")  # both in one TCP read: the cluster has not answered the first
+    assert [json.loads(unframe(f)) for f in sink.frames] == [{
+        "event": "pusher:error",
+        "data": {"code": 4009, "message": "A sign-in is already pending on this connection: "
+                                          "this one is ignored"},
+    }]
+    assert conn.signin is SignIn.SIGNING_IN
+    assert cluster.users == {"7": 1}
+
+
+def test_a_pending_signin_is_signed_in_once_when_the_cluster_answers(
+        late: tuple[Hub, LateCluster]) -> None:
+    hub, cluster = late
+    conn, sink = connect(hub)
+    send_signin(conn, "7")
+    send_signin(conn, "7")
+    sink.frames.clear()
+    cluster.answer_all()
+    assert [json.loads(unframe(f))["event"] for f in sink.frames] == ["pusher:signin_success"]
+    assert (conn.signin, conn.user_id) == (SignIn.SIGNED_IN, "7")
+    assert hub.user_connections("1", "7") == [conn]
+
+
+def test_a_double_signin_leaves_no_count_after_close(late: tuple[Hub, LateCluster]) -> None:
+    hub, cluster = late
+    conn, _ = connect(hub)
+    send_signin(conn, "7")
+    send_signin(conn, "7")
+    cluster.answer_all()
+    conn.closed()
+    cluster.answer_all()
+    assert cluster.users == {"7": 0}
+    assert hub.user_connections("1", "7") == []
+
+
+def test_signing_in_as_a_then_b_while_a_is_pending_leaves_nothing_of_b_behind(
+        late: tuple[Hub, LateCluster]) -> None:
+    hub, cluster = late
+    conn, _ = connect(hub)
+    send_signin(conn, "a")
+    send_signin(conn, "b")
+    cluster.answer_all()
+    assert (conn.signin, conn.user_id) == (SignIn.SIGNED_IN, "a")
+    assert hub.user_connections("1", "b") == []
+    conn.closed()
+    cluster.answer_all()
+    assert cluster.users == {"a": 0}
+    assert hub.user_connections("1", "a") == []
