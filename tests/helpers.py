@@ -1,5 +1,6 @@
 """Small helpers for driving the sans-I/O protocol core: a recording sink, a frame decoder
-and a settable clock; and a test server that serves exactly as ``pusher-compat serve`` does."""
+and a settable clock; a raw TCP client speaking HTTP and WebSocket by hand; and a test server
+that serves exactly as ``pusher-compat serve`` does."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from pusher_compat import websocket
 from pusher_compat.server import listen
 
-__all__ = ["FakeClock", "GatewayTestServer", "ListSink", "WsClient", "unframe"]
+__all__ = [
+    "MASK", "SWITCHING", "UPGRADE", "FakeClock", "GatewayTestServer", "ListSink", "RawSocket",
+    "WsClient", "client_frame", "unframe", "upgraded",
+]
 
 
 def unframe(frame: bytes) -> str:
@@ -120,6 +125,83 @@ async def _text(ws: ClientWebSocketResponse, timeout: float) -> str:
     message = await asyncio.wait_for(ws.receive(), timeout)
     assert message.type is WSMsgType.TEXT, message
     return message.data
+
+
+# -- raw sockets: HTTP and WebSocket by hand ------------------------------------------------
+
+MASK = b"\x37\xfa\x21\x3d"
+"""The masking key of :func:`client_frame`: any four bytes do."""
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes | None = MASK,
+                 rsv: int = 0) -> bytes:
+    """A frame as a client sends it: masked unless ``mask`` is None."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    masked = 0x80 if mask is not None else 0
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, masked | length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", first, masked | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, masked | 127, length)
+    if mask is None:
+        return header + payload
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+UPGRADE = ("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Version: 13\r\n\r\n")
+SWITCHING = websocket.switching_protocols("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+
+
+class RawSocket:
+    """A TCP connection to the server, speaking HTTP and WebSocket by hand."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def head(self) -> bytes:
+        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+
+    async def http_get(self, path: str) -> tuple[bytes, bytes]:
+        """Status line and body of a keep-alive GET."""
+        await self.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = await self.head()
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = await asyncio.wait_for(self.reader.readexactly(length), 5)
+        return head.split(b"\r\n")[0], body
+
+    async def frame(self) -> tuple[int, bytes]:
+        """The next server frame: ``(opcode, payload)``; server frames are never masked."""
+        first, second = await asyncio.wait_for(self.reader.readexactly(2), 5)
+        assert first & 0x80 and not second & 0x80
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        return first & 0x0F, await asyncio.wait_for(self.reader.readexactly(length), 5)
+
+    async def message(self) -> dict[str, Any]:
+        opcode, payload = await self.frame()
+        assert opcode == websocket.TEXT, (opcode, payload)
+        return json.loads(payload)
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), 5) == b""
+
+
+async def upgraded(raw: RawSocket, path: str = "/app/app-key?protocol=7") -> dict[str, Any]:
+    await raw.send(UPGRADE.format(path=path).encode())
+    assert await raw.head() == SWITCHING
+    return await raw.message()
 
 
 class GatewayTestServer(TestServer):

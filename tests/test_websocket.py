@@ -4,37 +4,18 @@ handshake checks, and the same behaviour end to end over raw sockets to a real s
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from conftest import ServerProcess
+from helpers import SWITCHING, UPGRADE, RawSocket, client_frame, upgraded
 from multidict import CIMultiDict
 
 from pusher_compat import websocket
 from pusher_compat.websocket import Binary, Close, Ping, Pong, State, Text, WebSocket
 
-MASK = b"\x37\xfa\x21\x3d"
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
-
-
-def client_frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes | None = MASK,
-                 rsv: int = 0) -> bytes:
-    """A frame as a client sends it: masked unless ``mask`` is None."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    masked = 0x80 if mask is not None else 0
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", first, masked | length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", first, masked | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, masked | 127, length)
-    if mask is None:
-        return header + payload
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def failure(code: int, reason: str) -> Close:
@@ -280,65 +261,11 @@ def test_switching_protocols_answer() -> None:
 
 # -- end to end, raw sockets against a real server -------------------------------------------
 
-UPGRADE = ("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-           "Sec-WebSocket-Version: 13\r\n\r\n")
-SWITCHING = websocket.switching_protocols("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-
-
-class RawSocket:
-    """A TCP connection to the server, speaking HTTP and WebSocket by hand."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def head(self) -> bytes:
-        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
-
-    async def http_get(self, path: str) -> tuple[bytes, bytes]:
-        """Status line and body of a keep-alive GET."""
-        await self.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        head = await self.head()
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        body = await asyncio.wait_for(self.reader.readexactly(length), 5)
-        return head.split(b"\r\n")[0], body
-
-    async def frame(self) -> tuple[int, bytes]:
-        """The next server frame: ``(opcode, payload)``; server frames are never masked."""
-        first, second = await asyncio.wait_for(self.reader.readexactly(2), 5)
-        assert first & 0x80 and not second & 0x80
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return first & 0x0F, await asyncio.wait_for(self.reader.readexactly(length), 5)
-
-    async def message(self) -> dict[str, Any]:
-        opcode, payload = await self.frame()
-        assert opcode == TEXT, (opcode, payload)
-        return json.loads(payload)
-
-    async def closed(self) -> bool:
-        return await asyncio.wait_for(self.reader.read(1), 5) == b""
-
-
 @pytest.fixture
 async def raw(server: ServerProcess) -> AsyncIterator[RawSocket]:
     reader, writer = await asyncio.open_connection(server.host, server.port)
     yield RawSocket(reader, writer)
     writer.close()
-
-
-async def upgraded(raw: RawSocket, path: str = "/app/app-key?protocol=7") -> dict[str, Any]:
-    await raw.send(UPGRADE.format(path=path).encode())
-    assert await raw.head() == SWITCHING
-    return await raw.message()
 
 
 async def test_upgrade_is_answered_101_then_connection_established(raw: RawSocket) -> None:
