@@ -71,6 +71,7 @@ class Connection:
         self.socket_id = hub.new_socket_id(app.id)
         self.channels: dict[str, Member | None] = {}
         self.signin = SignIn.ANONYMOUS
+        """Where this socket stands with ``pusher:signin``; changed only by :meth:`_signin`."""
         self.user_id: str | None = None
         """Set when :attr:`signin` becomes ``SIGNED_IN``, ``None`` before."""
         self.user_info: Any = None
@@ -122,8 +123,7 @@ class Connection:
         unanswered for ``pong_timeout``. Called periodically by the server."""
         now = self._clock()
         deadline = self.app.user_authentication_timeout
-        signed_in = self.signin is SignIn.SIGNED_IN
-        if deadline and not signed_in and now - self.opened_at >= deadline:
+        if deadline and self.signin is not SignIn.SIGNED_IN and now - self.opened_at >= deadline:
             self.fail(PusherError(
                 Code.UNAUTHORIZED, f"Connection not signed in within {deadline} seconds",
                 close=True,
