@@ -192,8 +192,11 @@ def _client_env(server: ServerProcess, env: dict[str, str] | None = None) -> dic
 def php_sdk() -> str:
     """``php`` with the official PHP SDK at ``$PUSHER_PHP_SDK`` (``.ci/run`` sets it)."""
     exe = shutil.which("php")
-    if not os.environ.get("PUSHER_PHP_SDK"):
+    sdk = os.environ.get("PUSHER_PHP_SDK")
+    if not sdk:
         pytest.skip("PUSHER_PHP_SDK is not set: no pusher-php-server to test with")
+    if not (Path(sdk) / "src" / "Pusher.php").is_file():
+        pytest.fail(f"PUSHER_PHP_SDK={sdk} holds no src/Pusher.php (pusher-php-server)")
     if exe is None:
         pytest.fail("php is required with PUSHER_PHP_SDK: apt-get install php-cli php-curl "
                     "php-guzzlehttp-guzzle php-psr-log")
