@@ -56,9 +56,10 @@ class FailureThrottle:
 
     After ``free`` failures in a row a key is locked for ``base_delay`` seconds, and each
     further failure doubles that, up to ``max_delay``. Overall, at most ``overall`` failures
-    count in any ``overall_window`` seconds (0: no overall limit); past that every key waits, so
-    guesses spread over many addresses are slowed too. A key is forgotten ``forget_after`` seconds after its lock
-    ends, or, past ``max_keys`` keys, when it is the one that failed longest ago.
+    count in any ``overall_window`` seconds (0: no overall limit); past that every key waits,
+    so guesses spread over many addresses are slowed too. A key is forgotten ``forget_after``
+    seconds after its lock ends, or, past ``max_keys`` keys, when it is the one that failed
+    longest ago.
 
     Time is passed in (``now``, seconds), so callers inject their clock. Nothing here awaits:
     a caller that checks :meth:`retry_after` and then records the outcome without awaiting in

@@ -453,6 +453,11 @@ def test_query_parameter_is_off_and_exp_required_by_default() -> None:
     assert (config.query_parameter, config.require_claims) == ("", ("exp",))
 
 
+def test_require_claims_must_be_an_array_of_strings() -> None:
+    with pytest.raises(ConfigError, match=r"auth.require_claims must be an array of strings"):
+        parse_auth_config({"jwt_secret": SECRET, "require_claims": "exp"}, "test.toml")
+
+
 async def test_token_without_exp_is_401_saying_exp_is_required(make_client: Any) -> None:
     client = await make_client()
     forever = jwt.encode({"sub": "10"}, SECRET, algorithm="HS256")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from helpers import FakeClock, WsClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from pusher_compat import signatures
-from pusher_compat.config import AppConfig, ServerConfig, Settings
+from pusher_compat.config import AppConfig, ConfigError, ServerConfig, Settings, load_settings
 from pusher_compat.dashboard import COOKIE, MAX_SESSIONS, SESSION_SECONDS, Dashboard
 from pusher_compat.dashboard.sessions import Sessions
 from pusher_compat.hub import Hub
@@ -336,6 +337,26 @@ async def test_the_session_cookie_is_secure_only_when_configured_or_over_tls(
     assert (cookie["secure"], cookie["httponly"], cookie["samesite"]) == (True, True, "Strict")
 
 
+async def test_the_session_cookie_is_secure_when_the_server_serves_tls_itself(
+    certificate: tuple[Path, Path]
+) -> None:
+    settings = Settings(server=ServerConfig(dashboard_password=PASSWORD),
+                        apps=(AppConfig(id=APP_ID, key=KEY, secret=SECRET),))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    runner = await listen(create_app(settings), "127.0.0.1", 0, context)
+    host, port = runner.addresses[0][:2]
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+            f"https://{host}:{port}/dashboard/login", data={"password": PASSWORD},
+            allow_redirects=False, ssl=False,
+        ) as response:
+            assert response.status == 303
+            assert response.cookies[COOKIE]["secure"] is True
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize("after", ["²", "٣", "-1", "1e3", "", " 1", "9" * 19, "9" * 5000])
 async def test_events_after_anything_but_a_sequence_number_is_400(
     make_dashboard: Any, after: str
@@ -369,3 +390,12 @@ def test_expired_sessions_are_dropped_when_a_new_one_starts() -> None:
     sessions.create(30.0)
     sessions.create(61.0)
     assert len(sessions) == 2
+
+
+def test_dashboard_cookie_secure_is_read_from_the_server_section(tmp_path: Path) -> None:
+    path = tmp_path / "pusher-compat.toml"
+    path.write_text('[server]\ndashboard_password = "pw"\ndashboard_cookie_secure = true\n')
+    assert load_settings(path, env={}).server.dashboard_cookie_secure is True
+    path.write_text('[server]\ndashboard_cookie_secure = "yes"\n')
+    with pytest.raises(ConfigError, match=r"server\.dashboard_cookie_secure must be bool"):
+        load_settings(path, env={})
