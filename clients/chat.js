@@ -7,7 +7,9 @@
   const host = params.get('host') || window.location.hostname;
   const port = Number(params.get('port') || 6001);
   const key = params.get('key') || 'app-key';
-  const token = params.get('token') || '';
+  // The token comes in the fragment (#token=…), which the browser sends to no server: it stays
+  // out of access logs and Referer headers.
+  const token = new URLSearchParams(window.location.hash.slice(1)).get('token') || '';
   const room = params.get('room') || 'lobby';
   const name = params.get('name') || 'guest';
   const tls = params.get('tls') === '1';

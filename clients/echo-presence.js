@@ -1,7 +1,8 @@
 // Laravel Echo presence room against pusher-compat: see echo-presence.html for how to open it.
 //
-// Everything the page needs comes from the query string; in a real app the token would come
-// from your login session and the rest from your build-time config.
+// Everything the page needs comes from the query string (the token from the fragment); in a
+// real app the token would come from your login session and the rest from your build-time
+// config.
 (function () {
   'use strict';
 
@@ -9,7 +10,9 @@
   const host = params.get('host') || window.location.hostname;
   const port = Number(params.get('port') || 6001);
   const key = params.get('key') || 'app-key';
-  const token = params.get('token') || '';
+  // The token comes in the fragment (#token=…), which the browser sends to no server: it stays
+  // out of access logs and Referer headers.
+  const token = new URLSearchParams(window.location.hash.slice(1)).get('token') || '';
   const room = params.get('room') || 'chat.lobby';
   const tls = params.get('tls') === '1';
   // With several [[apps]] in the server config, the auth endpoints need to be told which

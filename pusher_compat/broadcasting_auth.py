@@ -2,7 +2,8 @@
 
 pusher-js (and Laravel Echo on top of it) calls these with a form-encoded ``socket_id`` and
 ``channel_name``; they answer exactly what a Laravel app would (protocol.md §10.2, §10.3). The
-user is identified by a JWT (``Authorization: Bearer``, else a cookie, else ``?token=``);
+user is identified by a JWT (``Authorization: Bearer``, else a cookie, else, only when
+``query_parameter`` names one, a query parameter);
 channel access is decided by declarative rules (:mod:`pusher_compat.auth_rules`) or by a
 Python hook. Configured in TOML::
 
@@ -11,6 +12,7 @@ Python hook. Configured in TOML::
     algorithms = ["HS256"]
     issuer = "https://app.example.com"    # optional; so are audience and leeway
     user_info_claims = ["name", "email"]  # copied into presence user_info / sign-in user_info
+    require_claims = ["exp"]              # the default: a token without exp is refused
     allowed_origins = ["https://app.example.com"]
 
     [[auth.rules]]
@@ -36,7 +38,6 @@ import base64
 import importlib
 import inspect
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from . import signatures, wire
+from . import ids, signatures, wire
 from .auth_rules import Rule, channel_type, match, parse_rules, string_list
 from .channels import channel_name_error, kind_of
 from .config import AppConfig, ConfigError
@@ -77,7 +78,11 @@ class AuthConfig:
     audience: str = ""
     leeway: float = 0
     cookie: str = ""
-    query_parameter: str = "token"
+    query_parameter: str = ""
+    """Query parameter a token may come in (e.g. ``"token"``); empty, the default, reads none:
+    tokens in URLs end up in proxy logs and ``Referer`` headers."""
+    require_claims: tuple[str, ...] = ("exp",)
+    """Claims a token must carry; ``exp`` by default, so that no token is valid forever."""
     user_id_claim: str = "sub"
     user_info_claims: tuple[str, ...] = ("name",)
     watchlist_claim: str = "watchlist"
@@ -90,7 +95,7 @@ class AuthConfig:
 
 _STRINGS = frozenset({"jwt_secret", "jwt_public_key_file", "issuer", "audience", "cookie",
                       "query_parameter", "user_id_claim", "watchlist_claim", "hook"})
-_LISTS = frozenset({"algorithms", "user_info_claims", "allowed_origins"})
+_LISTS = frozenset({"algorithms", "user_info_claims", "allowed_origins", "require_claims"})
 _KNOWN_KEYS = ", ".join(sorted(_STRINGS | _LISTS | {"leeway", "rules"}))
 _ALGORITHMS = tuple(sorted(set(jwt.algorithms.get_default_algorithms()) - {"none"}))
 # The public key type each asymmetric family verifies with.
@@ -222,7 +227,6 @@ def load_hook(spec: str, source: str) -> Hook:
 
 # -- the endpoints ----------------------------------------------------------------------
 
-_SOCKET_ID_RE = re.compile(r"[0-9]+\.[0-9]+")
 _JWT_OPTIONS = {"verify_sub": False, "verify_jti": False}  # ``sub`` may be a number
 _ALLOW_HEADERS = "Authorization, Content-Type, X-CSRF-TOKEN, X-Socket-Id, X-Requested-With, " \
     "X-Pusher-App"
@@ -323,7 +327,7 @@ class BroadcastingAuth:
             user["user_info"] = info
         watchlist = claims.get(self._config.watchlist_claim)
         if isinstance(watchlist, list):
-            user["watchlist"] = [str(u) for u in watchlist if isinstance(u, str | int)]
+            user["watchlist"] = list(ids.watchlist(watchlist))
         user_data = wire.dumps(user).decode()
         string = signatures.user_string(socket_id, user_data)
         return {"auth": signatures.sign_auth(app.key, app.secret, string), "user_data": user_data}
@@ -378,7 +382,8 @@ class BroadcastingAuth:
         # The key follows the algorithm family, so an HS256 token is never checked against the
         # public key (the classic algorithm-confusion attack).
         key = config.jwt_secret if algorithm.startswith("HS") else self._public_key
-        options = {**_JWT_OPTIONS, "verify_aud": bool(config.audience)}
+        options = {**_JWT_OPTIONS, "verify_aud": bool(config.audience),
+                   "require": list(config.require_claims)}
         try:
             return jwt.decode(
                 token, key, algorithms=[algorithm], issuer=config.issuer or None,
@@ -413,10 +418,10 @@ class BroadcastingAuth:
 
     def _user_id(self, claims: Mapping[str, Any]) -> str:
         claim = self._config.user_id_claim
-        value = claims.get(claim)
-        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        value = ids.user_id(claims.get(claim))
+        if value is None:
             raise AuthError(401, f"The token has no {claim!r} claim identifying the user")
-        return str(value)
+        return value
 
     def _user_info(self, claims: Mapping[str, Any]) -> dict[str, Any]:
         return {name: claims[name] for name in self._config.user_info_claims if name in claims}
@@ -425,10 +430,9 @@ class BroadcastingAuth:
         """The presence ``channel_data``: the hook's dict wins over the claims."""
         given = decision if isinstance(decision, dict) else {}
         if "user_id" in given:
-            user_id = given["user_id"]
-            if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+            user_id = ids.user_id(given["user_id"])
+            if user_id is None:
                 raise AuthError(500, "The authorization hook returned an invalid user_id")
-            user_id = str(user_id)
         else:
             user_id = self._user_id(claims)
         info = given["user_info"] if "user_info" in given else self._user_info(claims)
@@ -483,8 +487,9 @@ def _socket_id(fields: Mapping[str, str]) -> str:
     socket_id = fields.get("socket_id")
     if socket_id is None:
         raise AuthError(400, "socket_id is required")
-    if not _SOCKET_ID_RE.fullmatch(socket_id):
-        raise AuthError(400, f"Invalid socket_id {socket_id!r}: expected digits.digits")
+    problem = ids.socket_id_error(socket_id)
+    if problem:
+        raise AuthError(400, problem)
     return socket_id
 
 
@@ -522,6 +527,8 @@ def _token_problem(error: jwt.PyJWTError, config: AuthConfig) -> str:
     if isinstance(error, jwt.InvalidIssuerError):
         return f"Token issuer is wrong: expected {config.issuer!r}"
     if isinstance(error, jwt.MissingRequiredClaimError):
+        if error.claim in config.require_claims:
+            return f"Token has no {error.claim!r} claim, which auth.require_claims requires"
         return f"Token has no {error.claim!r} claim"
     if isinstance(error, jwt.DecodeError):
         return f"Malformed token: {error}"

@@ -154,6 +154,9 @@ class ServerConfig:
     """Statistics are recorded once per this many seconds, per app."""
     dashboard_password: str = ""
     """Password of the web dashboard at ``/dashboard``; empty = no dashboard."""
+    dashboard_cookie_secure: bool = False
+    """Mark the dashboard's session cookie ``Secure`` (sent over HTTPS only): set it when TLS
+    ends at a proxy in front; when the server itself serves TLS the cookie is always Secure."""
     stats_retention_days: int = 30
     """Statistics older than this are deleted as new ones are recorded; 0 = kept forever."""
     adapter: str = "local"

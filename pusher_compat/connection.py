@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import schemas, signatures, wire
+from . import ids, schemas, signatures, wire
 from .channels import USER_CHANNEL_PREFIX, channel_name_error, kind_of
 from .config import AppConfig, ServerConfig
 from .hub import Hub, Member
@@ -270,7 +270,7 @@ class Connection:
             # The same user again (pusher-js signs in after every reconnect): nothing changes.
             self.send(wire.signin_success_frame(user_data))
             return
-        watchlist = _watchlist(user.get("watchlist"))
+        watchlist = ids.watchlist(user.get("watchlist"))
         self.signin = SignIn.SIGNING_IN
 
         def admitted() -> None:
@@ -301,11 +301,11 @@ class Connection:
             user = wire.loads(user_data)
         except ValueError:
             user = None
-        user_id = user.get("id") if isinstance(user, dict) else None
-        if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+        user_id = ids.user_id(user.get("id")) if isinstance(user, dict) else None
+        if user_id is None:
             raise PusherError(Code.UNAUTHORIZED, "user_data must be a JSON object with an id")
         assert isinstance(user, dict)
-        return user_data, str(user_id), user
+        return user_data, user_id, user
 
     def _client_event(self, message: dict[str, Any]) -> None:
         if not self.app.client_events:
@@ -364,14 +364,6 @@ class Connection:
 
 
 _WATCHLIST_LIMIT = 100
-
-
-def _watchlist(value: Any) -> tuple[str, ...]:
-    """The user ids of a sign-in ``watchlist``, as strings, without duplicates."""
-    if not isinstance(value, list):
-        return ()
-    ids = (str(v) for v in value if isinstance(v, str | int) and not isinstance(v, bool))
-    return tuple(dict.fromkeys(ids))
 
 
 def _data_object(data: Any) -> Any:

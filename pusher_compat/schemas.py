@@ -15,6 +15,7 @@ server itself, with its own error messages.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -73,34 +74,47 @@ def _validator(name: str) -> Draft202012Validator:
 
 def _load_all() -> dict[str, Draft202012Validator]:
     """Read, check (``check_schema``) and compile every ``*.json`` file of the schema folder."""
+    documents = {entry.name: json.loads(entry.read_text(encoding="utf-8"))
+                 for entry in _protocol_dir().iterdir() if entry.name.endswith(".json")}
     validators = {}
-    for entry in _protocol_dir().iterdir():
-        if entry.name.endswith(".json"):
-            schema = json.loads(entry.read_text(encoding="utf-8"))
-            Draft202012Validator.check_schema(schema)
-            compiled = Draft202012Validator(_inline_refs(schema, schema, ()))
-            validators[entry.name.removesuffix(".json")] = compiled
+    for name, schema in documents.items():
+        Draft202012Validator.check_schema(schema)
+        compiled = Draft202012Validator(_inline_refs(schema, schema, (), documents))
+        validators[name.removesuffix(".json")] = compiled
     return validators
 
 
-def _inline_refs(node: Any, root: dict[str, Any], seen: tuple[str, ...]) -> Any:
-    """``node`` with each ``{"$ref": "#/..."}`` replaced by what it points at in ``root``.
+# Keywords that only annotate: a ``$ref`` beside them is still inlined (they are dropped).
+_ANNOTATIONS = frozenset({"$ref", "description", "title"})
+
+
+def _inline_refs(node: Any, root: dict[str, Any], seen: tuple[str, ...],
+                 documents: Mapping[str, Any] | None = None) -> Any:
+    """``node`` with each ``{"$ref": "#/..."}`` replaced by what it points at in ``root``, and
+    each ``{"$ref": "<file>.json"}`` by that sibling schema of ``documents``.
 
     jsonschema resolves a ``$ref`` on every validation, and for the events of a
-    ``batch_events`` body that lookup cost as much as checking the event itself. Only a bare
-    local reference is inlined; one with sibling keywords, or within a cycle, stays as it is.
+    ``batch_events`` body that lookup cost as much as checking the event itself. A sibling file
+    is how one rule (``socket-id.json``) serves several bodies. Only a reference beside nothing
+    but annotations is inlined; one with other keywords, or within a cycle, stays as it is.
     """
+    documents = documents or {}
     if isinstance(node, list):
-        return [_inline_refs(item, root, seen) for item in node]
+        return [_inline_refs(item, root, seen, documents) for item in node]
     if not isinstance(node, dict):
         return node
     ref = node.get("$ref")
-    if isinstance(ref, str) and len(node) == 1 and ref.startswith("#/") and ref not in seen:
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target[part.replace("~1", "/").replace("~0", "~")]
-        return _inline_refs(target, root, (*seen, ref))
-    return {key: _inline_refs(value, root, seen) for key, value in node.items()}
+    if isinstance(ref, str) and node.keys() <= _ANNOTATIONS and ref not in seen:
+        if ref.startswith("#/"):
+            target: Any = root
+            for part in ref[2:].split("/"):
+                target = target[part.replace("~1", "/").replace("~0", "~")]
+            return _inline_refs(target, root, (*seen, ref), documents)
+        if ref in documents:
+            # The sibling's own $schema and $id only make sense at a document's root.
+            target = {k: v for k, v in documents[ref].items() if k not in ("$schema", "$id")}
+            return _inline_refs(target, documents[ref], (*seen, ref), documents)
+    return {key: _inline_refs(value, root, seen, documents) for key, value in node.items()}
 
 
 def _protocol_dir() -> Traversable:

@@ -56,7 +56,9 @@ CONFIG = AuthConfig(jwt_secret=SECRET, rules=(ANY_FOOBAR,))
 
 
 def token(secret: str = SECRET, algorithm: str = "HS256", **claims: Any) -> str:
-    return jwt.encode({"sub": "10", **claims}, secret, algorithm=algorithm)
+    """A token for user 10 that expires in five minutes, as auth.require_claims wants."""
+    claims = {"sub": "10", "exp": int(time.time()) + 300, **claims}
+    return jwt.encode(claims, secret, algorithm=algorithm)
 
 
 def bearer(value: str) -> dict[str, str]:
@@ -80,7 +82,8 @@ async def post(client: TestClient, channel: str | None, headers: dict[str, str] 
     data = {"socket_id": socket_id}
     if channel is not None:
         data["channel_name"] = channel
-    response = await client.post(path, data=data, headers=headers or bearer(token()), **kwargs)
+    headers = bearer(token()) if headers is None else headers
+    response = await client.post(path, data=data, headers=headers, **kwargs)
     return response.status, await response.json()
 
 
@@ -404,6 +407,16 @@ async def test_user_auth_includes_user_info_and_watchlist(make_client: Any) -> N
     })
 
 
+async def test_user_auth_watchlist_keeps_only_user_ids_as_the_websocket_sign_in_does(
+    make_client: Any
+) -> None:
+    client = await make_client()
+    claims = {"sub": 7, "watchlist": ["8", 9, True, False, "", 1.5, {"id": 3}, None, "8"]}
+    status, body = await post(client, None, bearer(token(**claims)),
+                              path="/broadcasting/user-auth")
+    assert (status, json.loads(body["user_data"])) == (200, {"id": "7", "watchlist": ["8", "9"]})
+
+
 # -- tokens --------------------------------------------------------------------------------
 
 
@@ -413,16 +426,62 @@ async def test_cookie_token_is_accepted(make_client: Any) -> None:
     assert await post(client, "private-foobar", headers={}) == (200, {"auth": f"{KEY}:{A1}"})
 
 
-async def test_query_token_is_accepted(make_client: Any) -> None:
+async def test_query_token_is_ignored_by_default(make_client: Any) -> None:
     client = await make_client()
-    status, _ = await post(client, "private-foobar", headers={}, params={"token": token()})
-    assert status == 200
+    assert await post(client, "private-foobar", headers={}, params={"token": token()}) == (
+        401, {"error": "No token: send the JWT as 'Authorization: Bearer <token>'", "code": 401}
+    )
+
+
+async def test_query_token_is_accepted_when_opted_in(make_client: Any) -> None:
+    config = AuthConfig(jwt_secret=SECRET, rules=(ANY_FOOBAR,), query_parameter="token")
+    client = await make_client(config)
+    assert await post(client, "private-foobar", headers={}, params={"token": token()}) == (
+        200, {"auth": f"{KEY}:{A1}"}
+    )
 
 
 async def test_bearer_token_wins_over_the_query_token(make_client: Any) -> None:
-    client = await make_client()
+    config = AuthConfig(jwt_secret=SECRET, rules=(ANY_FOOBAR,), query_parameter="token")
+    client = await make_client(config)
     status, _ = await post(client, "private-foobar", params={"token": "garbage"})
     assert status == 200
+
+
+def test_query_parameter_is_off_and_exp_required_by_default() -> None:
+    config = parse_auth_config({"jwt_secret": SECRET}, "test.toml")
+    assert (config.query_parameter, config.require_claims) == ("", ("exp",))
+
+
+def test_require_claims_must_be_an_array_of_strings() -> None:
+    with pytest.raises(ConfigError, match=r"auth.require_claims must be an array of strings"):
+        parse_auth_config({"jwt_secret": SECRET, "require_claims": "exp"}, "test.toml")
+
+
+async def test_token_without_exp_is_401_saying_exp_is_required(make_client: Any) -> None:
+    client = await make_client()
+    forever = jwt.encode({"sub": "10"}, SECRET, algorithm="HS256")
+    assert await post(client, "private-foobar", bearer(forever)) == (401, {
+        "error": "Token has no 'exp' claim, which auth.require_claims requires", "code": 401,
+    })
+
+
+async def test_require_claims_can_be_emptied_to_accept_tokens_without_exp(
+    make_client: Any
+) -> None:
+    config = parse_auth_config({"jwt_secret": SECRET, "require_claims": [],
+                                "rules": [{"pattern": "foobar"}]}, "test.toml")
+    client = await make_client(config)
+    forever = jwt.encode({"sub": "10"}, SECRET, algorithm="HS256")
+    assert await post(client, "private-foobar", bearer(forever)) == (200, {"auth": f"{KEY}:{A1}"})
+
+
+async def test_require_claims_can_demand_more_claims(make_client: Any) -> None:
+    config = AuthConfig(jwt_secret=SECRET, rules=(ANY_FOOBAR,), require_claims=("exp", "iat"))
+    client = await make_client(config)
+    assert await post(client, "private-foobar", bearer(token())) == (401, {
+        "error": "Token has no 'iat' claim, which auth.require_claims requires", "code": 401,
+    })
 
 
 async def test_rs256_token_is_verified_with_the_public_key_file(
@@ -552,11 +611,33 @@ async def test_user_channel_is_400(make_client: Any) -> None:
     )
 
 
-@pytest.mark.parametrize("socket_id", ["1234", "abc.def", "1234.1234.1", "", "1234.1234\n"])
+@pytest.mark.parametrize("socket_id", ["1234", "abc.def", "1234.1234.1", "", "1234.1234\n",
+                                       "1." + "1" * 21, "²³.1"])
 async def test_bad_socket_id_is_400(make_client: Any, socket_id: str) -> None:
     client = await make_client()
     assert await post(client, "private-foobar", socket_id=socket_id) == (400, {
-        "error": f"Invalid socket_id {socket_id!r}: expected digits.digits", "code": 400,
+        "error": f"Invalid socket_id {socket_id!r}: expected digits.digits, at most 20 digits "
+                 "each", "code": 400,
+    })
+
+
+@pytest.mark.parametrize("path", ["/broadcasting/auth", "/broadcasting/user-auth"])
+async def test_a_100000_digit_socket_id_is_400_with_its_value_cut_short(
+    make_client: Any, path: str
+) -> None:
+    client = await make_client()
+    socket_id = "1" * 100_000 + ".1"
+    assert await post(client, "private-foobar", path=path, socket_id=socket_id) == (400, {
+        "error": f"Invalid socket_id '{'1' * 49}...: expected digits.digits, at most 20 digits "
+                 "each", "code": 400,
+    })
+
+
+async def test_a_socket_id_of_twenty_digits_each_is_signed(make_client: Any) -> None:
+    client = await make_client()
+    socket_id = "9" * 20 + "." + "9" * 20
+    assert await post(client, "private-foobar", socket_id=socket_id) == (200, {
+        "auth": signatures.sign_auth(APP.key, APP.secret, f"{socket_id}:private-foobar"),
     })
 
 

@@ -90,8 +90,8 @@ def static_origin() -> Iterator[str]:
 
 def page_url(origin: str, server: ServerProcess, token: str) -> str:
     query = urlencode({"host": server.host, "port": server.port, "key": server.key,
-                       "token": token, "room": ROOM})
-    return f"{origin}/clients/echo-presence.html?{query}"
+                       "room": ROOM})
+    return f"{origin}/clients/echo-presence.html?{query}#{urlencode({'token': token})}"
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ def chat_url(origin: str, server: ServerProcess, sub: str, name: str, room: str)
     now = int(time.time())
     token = jwt.encode({"sub": sub, "iat": now, "exp": now + 300}, JWT_SECRET, algorithm="HS256")
     return (f"{origin}/clients/chat.html?host={server.host}&port={server.port}"
-            f"&key={server.key}&token={token}&room={room}&name={name}")
+            f"&key={server.key}&room={room}&name={name}#token={token}")
 
 
 def test_chat_page_in_two_browsers(server_factory: Callable[..., ServerProcess],

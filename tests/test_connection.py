@@ -1331,6 +1331,14 @@ def test_watchlist_over_100_ids_keeps_the_first_100_and_warns_4302(hub: Hub) -> 
     assert ann.conn.watchlist == tuple(ids[:100])
 
 
+def test_watchlist_keeps_only_user_ids_as_broadcasting_user_auth_does(hub: Hub) -> None:
+    ann = connect(hub)
+    user_data = '{"id":"ann","watchlist":["8",9,true,false,"",1.5,{"id":3},null,"8"]}'
+    ann.signin(user_data)
+    assert ann.take() == [signin_success(user_data), watchlist_events(("offline", ["8", "9"]))]
+    assert ann.conn.watchlist == ("8", "9")
+
+
 def test_connection_not_signed_in_within_the_deadline_is_closed_4009(hub: Hub) -> None:
     clock = FakeClock()
     app = AppConfig(id="1", key=KEY, secret=SECRET, user_authentication_timeout=30)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,13 +19,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers import WsClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from helpers import FakeClock, WsClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from pusher_compat import signatures
-from pusher_compat.config import AppConfig, ServerConfig, Settings
-from pusher_compat.dashboard import COOKIE, Dashboard
+from pusher_compat.config import AppConfig, ConfigError, ServerConfig, Settings, load_settings
+from pusher_compat.dashboard import COOKIE, MAX_SESSIONS, SESSION_SECONDS, Dashboard
+from pusher_compat.dashboard.sessions import Sessions
 from pusher_compat.hub import Hub
+from pusher_compat.limits import FailureThrottle
 from pusher_compat.server import create_app, listen
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,3 +207,195 @@ async def test_event_log_is_bounded_and_polled_by_sequence() -> None:
     assert events[-1]["event"] == "599"
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
     await asyncio.sleep(0)
+
+
+# -- login throttling, sessions, query values ------------------------------------------------
+
+LOGIN_PAGE_STATUS = {"right": 303, "wrong": 401, "locked": 429}
+
+
+class DashboardClient:
+    """A dashboard on a real aiohttp test server, with its clock in the test's hand."""
+
+    def __init__(self, client: TestClient, clock: FakeClock) -> None:
+        self.client = client
+        self.clock = clock
+
+    async def login(self, password: str, local_address: str = "127.0.0.1"
+                    ) -> aiohttp.ClientResponse:
+        """POST the login form from ``local_address`` (any of 127.0.0.0/8), not following
+        the redirect; the body is read."""
+        connector = aiohttp.TCPConnector(local_addr=(local_address, 0))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            response = await session.post(self.client.make_url("/dashboard/login"),
+                                          data={"password": password}, allow_redirects=False)
+            await response.read()
+            return response
+
+    async def get(self, path: str, session: str | None) -> aiohttp.ClientResponse:
+        cookies = {COOKIE: session} if session is not None else None
+        response = await self.client.get(path, cookies=cookies)
+        await response.read()
+        return response
+
+
+@pytest.fixture
+def make_dashboard(aiohttp_client: Any) -> Any:
+    async def make(throttle: FailureThrottle | None = None,
+                   server: ServerConfig | None = None) -> DashboardClient:
+        clock = FakeClock()
+        settings = Settings(server=server or ServerConfig(),
+                            apps=(AppConfig(id=APP_ID, key=KEY, secret=SECRET),))
+        dashboard = Dashboard(settings, Hub(), PASSWORD, clock=clock, throttle=throttle)
+        app = web.Application()
+        app.add_routes(dashboard.routes())
+        return DashboardClient(await aiohttp_client(app), clock)
+
+    return make
+
+
+def session_of(response: aiohttp.ClientResponse) -> str:
+    return response.cookies[COOKIE].value
+
+
+async def test_concurrent_wrong_passwords_are_evaluated_only_until_the_address_is_locked(
+    make_dashboard: Any
+) -> None:
+    dashboard = await make_dashboard()
+    async with asyncio.timeout(60):
+        answers = await asyncio.gather(*(dashboard.login("guess") for _ in range(400)))
+    statuses = [response.status for response in answers]
+    # Five guesses were compared with the password; the other 395 were refused unread.
+    assert (statuses.count(401), statuses.count(429)) == (5, 395)
+    assert {r.headers["Retry-After"] for r in answers if r.status == 429} == {"1"}
+
+
+async def test_backoff_doubles_per_failure_and_the_right_password_waits_too(
+    make_dashboard: Any
+) -> None:
+    dashboard = await make_dashboard()
+    for _ in range(5):
+        assert (await dashboard.login("guess")).status == 401
+    locked = await dashboard.login(PASSWORD)
+    assert (locked.status, locked.headers["Retry-After"]) == (429, "1")
+    assert "Too many failed logins: try again in 1 s." in await locked.text()
+    dashboard.clock.advance(1)
+    assert (await dashboard.login("guess")).status == 401
+    assert (await dashboard.login(PASSWORD)).headers["Retry-After"] == "2"
+    dashboard.clock.advance(2)
+    assert (await dashboard.login(PASSWORD)).status == 303
+    assert (await dashboard.login("guess")).status == 401  # success ended the backoff
+
+
+async def test_one_address_failing_does_not_lock_out_another(make_dashboard: Any) -> None:
+    dashboard = await make_dashboard()
+    for _ in range(6):
+        await dashboard.login("guess", "127.0.0.2")
+    assert (await dashboard.login("guess", "127.0.0.2")).status == 429
+    assert (await dashboard.login(PASSWORD, "127.0.0.3")).status == 303
+
+
+async def test_failures_from_many_addresses_lock_every_address(make_dashboard: Any) -> None:
+    dashboard = await make_dashboard(FailureThrottle(overall=3, overall_window=60))
+    for address in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+        assert (await dashboard.login("guess", address)).status == 401
+    locked = await dashboard.login(PASSWORD, "127.0.0.5")
+    assert (locked.status, locked.headers["Retry-After"]) == (429, "60")
+    dashboard.clock.advance(60)
+    assert (await dashboard.login(PASSWORD, "127.0.0.5")).status == 303
+
+
+async def test_logout_revokes_the_session_on_the_server(make_dashboard: Any) -> None:
+    dashboard = await make_dashboard()
+    session = session_of(await dashboard.login(PASSWORD))
+    assert (await dashboard.get("/dashboard/api/apps", session)).status == 200
+    response = await dashboard.client.post("/dashboard/logout", cookies={COOKIE: session},
+                                           allow_redirects=False)
+    assert response.status == 303
+    stale = await dashboard.get("/dashboard/api/apps", session)
+    assert (stale.status, await stale.json()) == (
+        401, {"error": "Log in to the dashboard first", "code": 401}
+    )
+
+
+async def test_a_session_ends_after_its_lifetime(make_dashboard: Any) -> None:
+    dashboard = await make_dashboard()
+    session = session_of(await dashboard.login(PASSWORD))
+    dashboard.clock.advance(SESSION_SECONDS - 1)
+    assert (await dashboard.get("/dashboard/api/apps", session)).status == 200
+    dashboard.clock.advance(1)
+    assert (await dashboard.get("/dashboard/api/apps", session)).status == 401
+
+
+async def test_the_session_cookie_is_secure_only_when_configured_or_over_tls(
+    make_dashboard: Any
+) -> None:
+    plain = await make_dashboard()
+    assert not (await plain.login(PASSWORD)).cookies[COOKIE]["secure"]
+    behind_proxy = await make_dashboard(server=ServerConfig(dashboard_cookie_secure=True))
+    cookie = (await behind_proxy.login(PASSWORD)).cookies[COOKIE]
+    assert (cookie["secure"], cookie["httponly"], cookie["samesite"]) == (True, True, "Strict")
+
+
+async def test_the_session_cookie_is_secure_when_the_server_serves_tls_itself(
+    certificate: tuple[Path, Path]
+) -> None:
+    settings = Settings(server=ServerConfig(dashboard_password=PASSWORD),
+                        apps=(AppConfig(id=APP_ID, key=KEY, secret=SECRET),))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    runner = await listen(create_app(settings), "127.0.0.1", 0, context)
+    host, port = runner.addresses[0][:2]
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+            f"https://{host}:{port}/dashboard/login", data={"password": PASSWORD},
+            allow_redirects=False, ssl=False,
+        ) as response:
+            assert response.status == 303
+            assert response.cookies[COOKIE]["secure"] is True
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("after", ["²", "٣", "-1", "1e3", "", " 1", "9" * 19, "9" * 5000])
+async def test_events_after_anything_but_a_sequence_number_is_400(
+    make_dashboard: Any, after: str
+) -> None:
+    dashboard = await make_dashboard()
+    session = session_of(await dashboard.login(PASSWORD))
+    response = await dashboard.client.get(f"/dashboard/api/{APP_ID}/events",
+                                          params={"after": after}, cookies={COOKIE: session})
+    assert (response.status, await response.json()) == (400, {
+        "error": "after must be an event sequence number (1 to 18 digits 0-9)", "code": 400,
+    })
+
+
+async def test_events_after_a_sequence_number_lists_the_later_ones(make_dashboard: Any) -> None:
+    dashboard = await make_dashboard()
+    session = session_of(await dashboard.login(PASSWORD))
+    response = await dashboard.get(f"/dashboard/api/{APP_ID}/events?after={'9' * 18}", session)
+    assert (response.status, await response.json()) == (200, {"events": []})
+
+
+def test_sessions_are_bounded_and_the_oldest_ends_first() -> None:
+    sessions = Sessions(lifetime=60, capacity=2)
+    first, second, third = (sessions.create(now) for now in (1.0, 2.0, 3.0))
+    assert [sessions.valid(t, 4.0) for t in (first, second, third)] == [False, True, True]
+    assert len(sessions) == 2
+
+
+def test_expired_sessions_are_dropped_when_a_new_one_starts() -> None:
+    sessions = Sessions(lifetime=60, capacity=MAX_SESSIONS)
+    sessions.create(0.0)
+    sessions.create(30.0)
+    sessions.create(61.0)
+    assert len(sessions) == 2
+
+
+def test_dashboard_cookie_secure_is_read_from_the_server_section(tmp_path: Path) -> None:
+    path = tmp_path / "pusher-compat.toml"
+    path.write_text('[server]\ndashboard_password = "pw"\ndashboard_cookie_secure = true\n')
+    assert load_settings(path, env={}).server.dashboard_cookie_secure is True
+    path.write_text('[server]\ndashboard_cookie_secure = "yes"\n')
+    with pytest.raises(ConfigError, match=r"server\.dashboard_cookie_secure must be bool"):
+        load_settings(path, env={})

@@ -264,6 +264,18 @@ async def test_trigger_socket_id_excludes_only_that_socket(api, connect):
     await sender.expect_silent()
 
 
+@pytest.mark.parametrize("path", ["/events", "/batch_events"])
+async def test_a_100000_digit_socket_id_is_400(api, path):
+    event = {"name": "e", "channel": "chat", "data": "x", "socket_id": "1" * 100_000 + ".1"}
+    body = {"batch": [event]} if path == "/batch_events" else event
+    where = "$.batch[0].socket_id" if path == "/batch_events" else "$.socket_id"
+    await expect_json(await api.post(path, body), 400, {
+        "error": f"Invalid request body: {where}: '{'1' * 79}... does not match "
+                 r"'^[0-9]{1,20}\\.[0-9]{1,20}$(?!\\n)'",
+        "code": 400,
+    })
+
+
 async def test_trigger_unknown_socket_id_excludes_nobody(api, connect):
     socket = await connect()
     await socket.subscribe("chat")

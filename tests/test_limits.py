@@ -19,7 +19,7 @@ from pusher_compat.config import AppConfig, ServerConfig, Settings
 from pusher_compat.connection import Connection
 from pusher_compat.http_api import HttpApi
 from pusher_compat.hub import Hub
-from pusher_compat.limits import PerSecond
+from pusher_compat.limits import FailureThrottle, PerSecond
 from pusher_compat.server import HUB, create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -232,3 +232,59 @@ async def test_slow_consumer_is_cut_off_with_4100_and_others_get_everything(
     await asyncio.wait_for(reader, 20)
     assert received == 400
     assert hub.connection_count("1") == 1
+
+
+# -- failed attempts ---------------------------------------------------------------------
+
+
+def fail(throttle: FailureThrottle, key: str, times: int, now: float = 0.0) -> None:
+    for _ in range(times):
+        throttle.failed(key, now)
+
+
+def test_a_key_is_locked_after_its_free_failures_and_each_more_doubles_the_lock() -> None:
+    throttle = FailureThrottle(free=3, base_delay=1.0, max_delay=900.0)
+    fail(throttle, "a", 2)
+    assert throttle.retry_after("a", 0.0) == 0.0
+    assert [throttle.failed("a", 0.0), throttle.retry_after("a", 0.0)] == [3, 1.0]
+    fail(throttle, "a", 1)
+    assert throttle.retry_after("a", 0.0) == 2.0
+    assert throttle.retry_after("a", 1.5) == 0.5
+
+
+def test_the_lock_stops_growing_at_max_delay() -> None:
+    throttle = FailureThrottle(free=1, base_delay=1.0, max_delay=900.0)
+    fail(throttle, "a", 200)
+    assert throttle.retry_after("a", 0.0) == 900.0
+
+
+def test_success_forgets_the_failures_of_that_key_only() -> None:
+    throttle = FailureThrottle(free=1)
+    fail(throttle, "a", 1)
+    fail(throttle, "b", 1)
+    throttle.succeeded("a")
+    assert (throttle.retry_after("a", 0.0), throttle.retry_after("b", 0.0)) == (0.0, 1.0)
+
+
+def test_a_key_is_forgotten_forget_after_seconds_after_its_lock_ends() -> None:
+    throttle = FailureThrottle(free=2, base_delay=10.0, forget_after=100.0)
+    fail(throttle, "a", 2)  # locked until 10
+    assert throttle.failed("a", 109.0) == 3  # locked for 20 s, until 129
+    assert throttle.failed("a", 228.0) == 4  # locked for 40 s, until 268
+    assert throttle.failed("a", 368.0) == 1
+
+
+def test_past_max_keys_the_key_that_failed_longest_ago_is_forgotten() -> None:
+    throttle = FailureThrottle(free=1, max_keys=2, overall=0)
+    throttle.failed("a", 0.0)
+    throttle.failed("b", 0.0)
+    throttle.failed("c", 0.0)
+    assert [throttle.retry_after(k, 0.0) for k in "abc"] == [0.0, 1.0, 1.0]
+
+
+def test_overall_failures_in_the_window_make_every_key_wait() -> None:
+    throttle = FailureThrottle(free=10, overall=3, overall_window=60.0)
+    for now, key in ((0.0, "a"), (10.0, "b"), (20.0, "c")):
+        throttle.failed(key, now)
+    assert throttle.retry_after("d", 20.0) == 40.0
+    assert throttle.retry_after("d", 60.0) == 0.0

@@ -464,6 +464,39 @@ def test_there_is_a_schema_for_every_client_message_and_api_body() -> None:
         "api-event",
         "api-batch-events",
         "api-terminate-connections",
+        "socket-id",
+    }
+
+
+@pytest.mark.parametrize("socket_id", ["1." + "1" * 21, "1" * 100_000 + ".1", "1.1\n", "²³.1"])
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [("api-event", {"name": "ev", "channel": "a", "data": "x"}),
+     ("api-batch-events", {"batch": [{"name": "ev", "channel": "a", "data": "x"}]})],
+    ids=["event", "batch"],
+)
+def test_api_bodies_refuse_the_socket_ids_that_socket_id_json_refuses(
+    name: str, body: dict[str, Any], socket_id: str
+) -> None:
+    item = body["batch"][0] if name == "api-batch-events" else body
+    item["socket_id"] = socket_id
+    assert validate("socket-id", socket_id) is not None
+    message = validate(name, body)
+    assert message is not None
+    assert "socket_id" in message
+    assert "does not match '^[0-9]{1,20}" in message
+
+
+def test_a_socket_id_of_twenty_digits_each_is_valid_and_twenty_one_is_not() -> None:
+    assert validate("socket-id", "9" * 20 + "." + "9" * 20) is None
+    assert validate("socket-id", "9" * 21 + ".9") is not None
+
+
+def test_a_reference_to_a_sibling_schema_file_is_inlined_without_its_root_keywords() -> None:
+    documents = {"id.json": {"$schema": "x", "$id": "y", "type": "string"}}
+    root = {"properties": {"id": {"description": "an id", "$ref": "id.json"}}}
+    assert schemas._inline_refs(root, root, (), documents) == {
+        "properties": {"id": {"type": "string"}}
     }
 
 

@@ -1,9 +1,13 @@
 """The web dashboard: live charts, channels, a debug console and a test-event form.
 
 Served under ``/dashboard`` when ``[server] dashboard_password`` is set. Logging in with the
-password sets an HttpOnly, ``SameSite=Strict`` cookie signed with a per-process random key (so a
-restart logs everyone out); every ``/dashboard/api/`` route answers 401 without it. The page
-itself is plain HTML, CSS and JavaScript from ``static/``: no CDN, no build step.
+password starts a server-side session (:mod:`.sessions`; a restart logs everyone out, logging
+out ends it) whose token is an HttpOnly, ``SameSite=Strict`` cookie, ``Secure`` over TLS or with
+``dashboard_cookie_secure``; every ``/dashboard/api/`` route answers 401 without it. Failed
+logins are throttled per client address and overall
+(:class:`~pusher_compat.limits.FailureThrottle`): a locked-out attempt is answered 429 with
+``Retry-After`` before its password is looked at. The page itself is plain HTML, CSS and
+JavaScript from ``static/``: no CDN, no build step.
 
 The :class:`Dashboard` is a :class:`~pusher_compat.hub.HubListener`: it keeps the last
 :data:`EVENT_LOG_SIZE` events of each app (connections, subscriptions, client and API events)
@@ -16,9 +20,12 @@ import asyncio
 import contextlib
 import hmac
 import itertools
-import secrets
+import logging
+import math
+import re
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +35,9 @@ from .. import wire
 from ..channels import channel_name_error, kind_of
 from ..config import AppConfig, Settings
 from ..hub import Hub
-from ..signatures import hmac_hex
+from ..limits import FailureThrottle
 from ..stats import SqliteStore
+from .sessions import Sessions
 
 __all__ = ["EVENT_LOG_SIZE", "SAMPLE_COUNT", "Dashboard"]
 
@@ -40,10 +48,15 @@ SAMPLE_COUNT = 300
 """Per-second samples kept per app for the live charts (five minutes)."""
 COOKIE = "pusher_compat_dashboard"
 SESSION_SECONDS = 12 * 3600
-_LOGIN_FAILURE_DELAY = 0.5
-"""Seconds a wrong password waits before its answer, to slow guessing down."""
+MAX_SESSIONS = 1000
+"""Sessions kept at once; a login past it ends the oldest."""
 _HISTORY_SECONDS = 24 * 3600
 _MAX_TRIGGER_DATA = 10240
+# ``after`` of the event log: ASCII digits only (``int`` also takes "²" and "٣", or raises on
+# them), and few enough that parsing stays cheap.
+_SEQ_RE = re.compile(r"[0-9]{1,18}")
+
+log = logging.getLogger("pusher_compat")
 
 
 def _see_other(location: str) -> web.Response:
@@ -61,10 +74,14 @@ class Dashboard:
         password: str,
         store: SqliteStore | None = None,
         sample_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        throttle: FailureThrottle | None = None,
     ) -> None:
         """``hub`` may be ``None`` and assigned to :attr:`hub` later, when the hub has to be
         built with this dashboard among its listeners. ``store`` holds the recorded statistics
-        shown as history; ``None`` shows live samples only."""
+        shown as history; ``None`` shows live samples only. ``clock`` times sessions and
+        failed logins; ``throttle`` limits failed logins (the defaults of
+        :class:`FailureThrottle` without it)."""
         if not password:
             raise ValueError("the dashboard needs a password")
         self.hub = hub
@@ -73,7 +90,10 @@ class Dashboard:
         self._store = store
         self._interval = sample_interval
         self._apps = {app.id: app for app in settings.apps}
-        self._key = secrets.token_hex(32)
+        self._clock = clock
+        self._throttle = throttle or FailureThrottle()
+        self._sessions = Sessions(SESSION_SECONDS, MAX_SESSIONS)
+        self._cookie_secure = settings.server.dashboard_cookie_secure
         self._seq = itertools.count(1)
         self._events: dict[str, deque[dict[str, Any]]] = {
             app_id: deque(maxlen=EVENT_LOG_SIZE) for app_id in self._apps
@@ -137,20 +157,14 @@ class Dashboard:
 
     # -- sessions ----------------------------------------------------------------------
 
-    def _cookie_value(self) -> str:
-        expires = str(int(time.time()) + SESSION_SECONDS)
-        return f"{expires}.{hmac_hex(self._key, expires)}"
-
     def _signed_in(self, request: web.Request) -> bool:
-        expires, _, signature = request.cookies.get(COOKIE, "").partition(".")
-        if not expires.isdigit() or int(expires) < time.time():
-            return False
-        return hmac.compare_digest(signature, hmac_hex(self._key, expires))
+        return self._sessions.valid(request.cookies.get(COOKIE, ""), self._clock())
 
     def _require(self, request: web.Request) -> None:
         if not self._signed_in(request):
             raise web.HTTPUnauthorized(
-                text='{"error": "Log in to the dashboard first"}', content_type="application/json"
+                text='{"error": "Log in to the dashboard first", "code": 401}',
+                content_type="application/json",
             )
 
     def _app(self, request: web.Request) -> AppConfig:
@@ -158,7 +172,7 @@ class Dashboard:
         app = self._apps.get(request.match_info["app_id"])
         if app is None:
             raise web.HTTPNotFound(
-                text='{"error": "Unknown app"}', content_type="application/json"
+                text='{"error": "Unknown app", "code": 404}', content_type="application/json"
             )
         return app
 
@@ -203,24 +217,50 @@ class Dashboard:
         return self._html("login.html")
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        """Check the form's password; on success set the session cookie and go to the page."""
+        """Check the form's password; on success start a session and go to the page.
+
+        Reading the form is the only await: the throttle is asked, the password compared and
+        the outcome recorded in one step of the event loop, so concurrent guesses are counted
+        one after the other and cannot all slip in before the first is recorded.
+        """
         form = await request.post()
+        address, now = request.remote or "", self._clock()
+        wait = self._throttle.retry_after(address, now)
+        if wait > 0:
+            log.debug("dashboard: login from %s refused: %.0f s of backoff left", address, wait)
+            response = self._html(
+                "login.html", status=429,
+                error='<p class="error" role="alert">Too many failed logins: try again in '
+                      f"{math.ceil(wait)} s.</p>")
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
         given = form.get("password")
         if not isinstance(given, str) or not hmac.compare_digest(
             given.encode(), self._password.encode()
         ):
-            await asyncio.sleep(_LOGIN_FAILURE_DELAY)
+            self._failed_login(address, now)
             return self._html("login.html", status=401,
                               error='<p class="error" role="alert">Wrong password.</p>')
+        self._throttle.succeeded(address)
         response = _see_other("/dashboard")
         response.set_cookie(
-            COOKIE, self._cookie_value(), max_age=SESSION_SECONDS, path="/dashboard",
-            httponly=True, samesite="Strict", secure=request.secure,
+            COOKIE, self._sessions.create(now), max_age=SESSION_SECONDS, path="/dashboard",
+            httponly=True, samesite="Strict", secure=self._cookie_secure or request.secure,
         )
         return response
 
+    def _failed_login(self, address: str, now: float) -> None:
+        failures = self._throttle.failed(address, now)
+        wait = self._throttle.retry_after(address, now)
+        if wait > 0:
+            log.warning("dashboard: %d failed logins from %s: logins refused for %.0f s",
+                        failures, address, wait)
+        else:
+            log.info("dashboard: wrong password from %s", address)
+
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        """Forget the session cookie."""
+        """End the session (the cookie is worthless from now on) and forget the cookie."""
+        self._sessions.revoke(request.cookies.get(COOKIE, ""))
         response = _see_other("/dashboard")
         response.del_cookie(COOKIE, path="/dashboard")
         return response
@@ -259,7 +299,11 @@ class Dashboard:
         """Logged events with ``seq`` greater than ``after`` (all kept ones without it)."""
         app = self._app(request)
         after_text = request.query.get("after", "0")
-        after = int(after_text) if after_text.isdigit() else 0
+        if not _SEQ_RE.fullmatch(after_text):
+            return web.json_response(
+                {"error": "after must be an event sequence number (1 to 18 digits 0-9)",
+                 "code": 400}, status=400)
+        after = int(after_text)
         events = [e for e in self._events[app.id] if e["seq"] > after]
         return web.json_response({"events": events})
 
@@ -302,7 +346,7 @@ class Dashboard:
                                                            _MAX_TRIGGER_DATA):
             problem = "Event data too large"
         if problem is not None:
-            return web.json_response({"error": problem}, status=400)
+            return web.json_response({"error": problem, "code": 400}, status=400)
         frame = wire.event_frame(name, encoded, channel)
         hub.counters(app.id).api_messages += 1
         if kind_of(channel).cached:
