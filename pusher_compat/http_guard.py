@@ -58,11 +58,12 @@ def pending_caps(server: ServerConfig) -> tuple[int, int]:
 class PendingHeads:
     """The pending connections of one server: counts, caps, deadlines, refusals."""
 
-    __slots__ = ("_by_address", "_last_warning", "_suppressed", "_timeout", "count",
-                 "per_address", "refused", "timed_out", "total")
+    __slots__ = ("_by_address", "_last_warning", "_suppressed", "count", "per_address",
+                 "refused", "timed_out", "timeout", "total")
 
     def __init__(self, server: ServerConfig) -> None:
-        self._timeout = server.request_head_timeout
+        self.timeout = server.request_head_timeout
+        """Seconds a head may take, from its first byte (a new connection: its accept)."""
         self.total, self.per_address = pending_caps(server)
         self._by_address: dict[str, int] = {}
         """Pending connections per client address; addresses at 0 are removed."""
@@ -101,7 +102,7 @@ class PendingHeads:
         return Pending(self, transport, address)
 
     def _schedule(self, callback: Callable[[], None]) -> asyncio.TimerHandle:
-        return asyncio.get_running_loop().call_later(self._timeout, callback)
+        return asyncio.get_running_loop().call_later(self.timeout, callback)
 
     def _release(self, address: str) -> None:
         self.count -= 1
@@ -147,18 +148,19 @@ class Pending:
         self._heads._release(self.address)
         self._heads.timed_out += 1
         log.debug("closed a connection from %s: no complete request head within %.1f s",
-                  self.address, self._heads._timeout)
+                  self.address, self._heads.timeout)
         self._transport.abort()
 
 
 class HttpGuard(asyncio.Protocol):
     """aiohttp's protocol for one HTTP connection, with a deadline on every request head.
 
-    aiohttp bounds neither a first head (it only arms its keep-alive timer) nor a later one
-    once bytes arrive; this wrapper passes every call through and starts a :class:`Pending`
-    head whenever bytes arrive while aiohttp waits for a request. The head is read when
-    aiohttp has parsed one more request. A head pipelined behind a request being served is
-    not seen starting: aiohttp's keep-alive timer closes it, as it does any idle connection.
+    aiohttp bounds a head only by its keep-alive timer, which runs from the accept or the last
+    response and is meant for idle connections; this wrapper passes every call through and
+    starts a :class:`Pending` head whenever bytes arrive while aiohttp waits for a request.
+    The head is read when aiohttp has parsed one more request. A head pipelined behind a
+    request being served is not seen starting: aiohttp's keep-alive timer closes it, as it
+    does any idle connection.
     """
 
     __slots__ = ("_address", "_handler", "_heads", "_pending", "_transport")

@@ -606,6 +606,8 @@ class GatewaySite(web.BaseSite):
         self._server = server = await asyncio.get_running_loop().create_server(
             functools.partial(FirstRequest, self._gateway, http), self._host, self._port,
             ssl=self._ssl_context, backlog=self._backlog,
+            # A TLS handshake comes before the first head: it gets the same time.
+            ssl_handshake_timeout=self._gateway.heads.timeout if self._ssl_context else None,
         )
         self._bound_port = server.sockets[0].getsockname()[1]
 
