@@ -530,7 +530,7 @@ class FirstRequest(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._pending is None:
-            return  # refused: aborted, only bytes already read arrive
+            return  # refused at accept and aborted: nothing of it is served
         received = self._head + data
         may_upgrade = received.startswith(_APP_GET) or _APP_GET.startswith(received)
         end = received.find(b"\r\n\r\n") if may_upgrade else -1

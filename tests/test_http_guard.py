@@ -12,7 +12,6 @@ client connects, subscribes and receives an event published through the signed H
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -285,22 +284,20 @@ ATTACK_HEADS = [EVENTS_HEAD.replace(b"/apps/1/", b"/apps/1001/"), UP_HEAD, UPGRA
 OPEN_FILES = 1024
 
 
-async def attack(port: int, index: int) -> float:
-    """One attacker: half a head (every fourth dribbles a byte each half second); returns the
-    seconds until the server closed it."""
-    try:
-        raw = await Raw.connect(port, ATTACK_ADDRESSES[index % len(ATTACK_ADDRESSES)])
-    except OSError:
-        return 0.0  # refused before the handshake completed: closed at once
+async def attack(port: int, index: int, started: list[int]) -> float:
+    """One attacker: half a head (every fourth then dribbles a byte each half second), counted
+    in ``started`` once sent; returns the seconds until the server closed the connection."""
+    raw = await Raw.connect(port, ATTACK_ADDRESSES[index % len(ATTACK_ADDRESSES)])
     head = ATTACK_HEADS[index % len(ATTACK_HEADS)]
     try:
         raw.send(head[: len(head) // 2])
-        if index % 4 == 0:
-            sending = asyncio.create_task(dribble(raw, head[len(head) // 2:], every=0.5))
-            closed = await raw.closed_after(10.0)
-            await sending
-            return closed
-        return await raw.closed_after(10.0)
+        started.append(index)
+        if index % 4:
+            return await raw.closed_after(10.0)
+        sending = asyncio.create_task(dribble(raw, head[len(head) // 2:], every=0.5))
+        closed = await raw.closed_after(10.0)
+        await sending
+        return closed
     finally:
         raw.close()
 
@@ -318,19 +315,23 @@ async def test_a_flood_of_half_sent_heads_locks_nobody_out(
 ) -> None:
     ensure_open_files(ATTACKERS + 200)
     server = server_factory(ATTACK_CONFIG, open_files=OPEN_FILES)
-    attackers = [asyncio.create_task(attack(server.port, i)) for i in range(ATTACKERS)]
+    started: list[int] = []
+    attackers = [asyncio.create_task(attack(server.port, i, started))
+                 for i in range(ATTACKERS)]
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while len(started) < ATTACKERS:  # every attacker has sent its half head
+        assert asyncio.get_running_loop().time() < deadline, f"{len(started)} started"
+        await asyncio.sleep(0.01)
     result = await asyncio.to_thread(run_node, node, server, "served_under_attack.mjs",
                                      timeout=30)
     closed = await asyncio.wait_for(asyncio.gather(*attackers), 20.0)
     assert result["received"] == [{"data": {"ok": True}}]
     assert result["trigger_status"] == 200
     assert result["elapsed_ms"] < 2000, result
-    assert max(closed) < 2.0 + 1.0, sorted(closed)[-10:]
+    assert max(closed) < 2.0 + 0.5, sorted(closed)[-10:]
     text = await metrics(server.port)
     refused = sample(text, 'pusher_compat_connections_refused_total{reason="per_address"}')
     timed_out = sample(text, "pusher_compat_request_head_timeouts_total")
-    assert refused + timed_out == ATTACKERS
-    print(json.dumps({"refused": refused, "timed_out": timed_out,
-                      "client_elapsed_ms": result["elapsed_ms"],
-                      "slowest_close_s": round(max(closed), 3)}))
+    held = len(ATTACK_ADDRESSES) * 64  # per address an eighth of half of 1,024 files
+    assert (refused, timed_out) == (ATTACKERS - held, held)
     assert server.process.poll() is None
