@@ -186,8 +186,18 @@ async def test_requests_sent_in_time_are_served_on_one_connection_past_the_head_
     raw.close()
 
 
+async def test_a_body_sent_after_the_head_timeout_is_still_served(serve: Serve) -> None:
+    port = await serve(http_keepalive_timeout=60.0)
+    raw = await Raw.connect(port)
+    raw.send(EVENTS_HEAD + b"Content-Length: 2\r\nConnection: close\r\n\r\n")
+    await asyncio.sleep(2 * TIMEOUT)  # the client's pace: only the head has a deadline
+    raw.send(b"{}")
+    answer = await asyncio.wait_for(raw.reader.read(), 2.0)
+    assert answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+
+
 async def test_past_the_per_address_cap_a_new_connection_is_closed_at_once_and_counted(
-    serve: Serve,
+    serve: Serve, caplog: pytest.LogCaptureFixture,
 ) -> None:
     port = await serve(request_head_timeout=30.0, max_pending_connections_per_address=2)
     held = [await Raw.connect(port, ATTACKER) for _ in range(2)]
@@ -200,6 +210,8 @@ async def test_past_the_per_address_cap_a_new_connection_is_closed_at_once_and_c
     assert sample(text, 'pusher_compat_connections_refused_total{reason="per_address"}') == 1
     assert sample(text, 'pusher_compat_connections_refused_total{reason="total"}') == 0
     assert sample(text, "pusher_compat_pending_connections") == 2
+    assert caplog.messages == ["refused 1 new connection(s): at most 2 from 127.0.0.2 may be "
+                               "sending a request head at once"]
     for raw in held:
         raw.close()
 
