@@ -171,6 +171,18 @@ class ServerConfig:
     node_lease_seconds: float = 10.0
     """A node that stops renewing its lease this long is declared dead; the survivors remove
     its members and counts within this bound plus a quarter of it."""
+    request_head_timeout: float = 10.0
+    """Seconds a client has to send a whole HTTP request head (any path, the first request on
+    a connection or a later one), from its first byte; bytes that dribble in do not extend it.
+    Past it the connection is closed."""
+    http_keepalive_timeout: float = 15.0
+    """Seconds an HTTP connection may idle between requests before it is closed."""
+    max_pending_connections: int = 0
+    """Connections still sending a request head (not yet a WebSocket, not yet a request), in
+    total; new connections past it are closed at once. 0 = half the open-files limit
+    (``RLIMIT_NOFILE``) at start."""
+    max_pending_connections_per_address: int = 0
+    """The same, per client address; 0 = an eighth of ``max_pending_connections``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +348,9 @@ def load_settings(
         raise ConfigError(f"{source}: server.node_lease_seconds must be at least 1 second")
     if server.activity_timeout < 1:
         raise ConfigError(f"{source}: server.activity_timeout must be at least 1 second")
+    for key in ("request_head_timeout", "http_keepalive_timeout"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"{source}: server.{key} must be positive")
     _check_tls(server, source)
     raw_apps = data.get("apps")
     if raw_apps is None:

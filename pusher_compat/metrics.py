@@ -23,6 +23,14 @@ Families (every sample has an ``app`` label; counters are exposed with ``_total`
 * ``pusher_compat_webhook_deliveries_total{result}`` (counter): deliveries settled
   ``delivered`` or ``failed``; ``pusher_compat_webhook_deliveries_pending`` (gauge).
 
+Server-wide, without an ``app`` label (:class:`PendingHeadsCollector`):
+
+* ``pusher_compat_pending_connections`` (gauge): connections still sending a request head.
+* ``pusher_compat_connections_refused_total{reason}`` (counter): new connections closed at
+  once, past the ``per_address`` or ``total`` cap on pending connections.
+* ``pusher_compat_request_head_timeouts_total`` (counter): connections closed because their
+  request head was not complete within ``request_head_timeout``.
+
 Adapter latency is left out: there is no Redis adapter yet.
 """
 
@@ -37,6 +45,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .http_guard import PendingHeads, Refusal
 from .hub import Counters, Hub
 from .stats import DeliveryLog, WebhookTally
 
@@ -48,6 +57,7 @@ __all__ = [
     "ApiCallCounter",
     "HubCollector",
     "Metrics",
+    "PendingHeadsCollector",
     "counted",
     "metrics_handler",
 ]
@@ -175,12 +185,38 @@ class HubCollector(Collector):
                     bytes_in, bytes_out, api_messages, api_requests, deliveries, pending, ready)
 
 
+class PendingHeadsCollector(Collector):
+    """The server's connections still sending a request head, and those it closed for it."""
+
+    def __init__(self, heads: PendingHeads) -> None:
+        self._heads = heads
+
+    def collect(self) -> Iterator[Metric]:
+        heads = self._heads
+        pending = GaugeMetricFamily(
+            _PREFIX + "pending_connections", "Connections still sending a request head.")
+        pending.add_metric([], heads.count)
+        refused = CounterMetricFamily(
+            _PREFIX + "connections_refused",
+            "New connections closed at once: too many were still sending a request head.",
+            labels=["reason"])
+        for reason in Refusal:
+            refused.add_metric([reason.value], heads.refused[reason])
+        timeouts = CounterMetricFamily(
+            _PREFIX + "request_head_timeouts",
+            "Connections closed: no complete request head within request_head_timeout.")
+        timeouts.add_metric([], heads.timed_out)
+        yield from (pending, refused, timeouts)
+
+
 class Metrics:
     """What ``/metrics`` serves for one aiohttp application: a private registry holding a
-    :class:`HubCollector`, and the :class:`ApiCallCounter` the API endpoints feed."""
+    :class:`HubCollector` (and a :class:`PendingHeadsCollector` given ``heads``), and the
+    :class:`ApiCallCounter` the API endpoints feed."""
 
     def __init__(
-        self, hub: Hub, webhooks: DeliveryLog | None, apps: Iterable[AppConfig]
+        self, hub: Hub, webhooks: DeliveryLog | None, apps: Iterable[AppConfig],
+        heads: PendingHeads | None = None,
     ) -> None:
         apps = tuple(apps)
         self.api_calls = ApiCallCounter(apps)
@@ -188,6 +224,8 @@ class Metrics:
         self.registry.register(
             HubCollector(hub, webhooks, self.api_calls, (app.id for app in apps))
         )
+        if heads is not None:
+            self.registry.register(PendingHeadsCollector(heads))
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

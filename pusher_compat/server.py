@@ -36,6 +36,7 @@ from .config import AppConfig, ServerConfig, Settings
 from .connection import Connection
 from .dashboard import Dashboard
 from .http_api import HttpApi
+from .http_guard import HttpGuard, Pending, PendingHeads
 from .hub import Hub, HubListener
 from .metrics import METRICS, Metrics, metrics_handler
 from .stats import SqliteStore, StatisticsApi, StatisticsLogger
@@ -203,6 +204,8 @@ class Gateway:
         self._flusher: Flusher | None = None
         self._per_address: dict[tuple[str, str], int] = {}
         """Open connections by (app id, client address), for ``max_connections_per_ip``."""
+        self.heads = PendingHeads(settings.server)
+        """Connections whose request head is still on its way: capped, with a deadline."""
         self.draining = False
 
     def _admit(self, handshake: Handshake) -> AppConfig:
@@ -375,7 +378,7 @@ def create_app(settings: Settings) -> web.Application:
             retention_seconds=server.stats_retention_days * 86400,
         )
     app = web.Application(client_max_size=server.max_request_bytes)
-    app[METRICS] = Metrics(hub, webhooks, settings.apps)
+    app[METRICS] = Metrics(hub, webhooks, settings.apps, gateway.heads)
     app[HUB] = hub
     app[SETTINGS] = settings
     app[GATEWAY] = gateway
@@ -497,8 +500,6 @@ _APP_GET = b"GET /app"
 _HEAD_LIMIT = 16384
 """Bytes of a first request read while it may still be an upgrade; past it aiohttp decides
 (and applies its own limits)."""
-_HEAD_TIMEOUT = 30.0
-"""Seconds a new connection gets to send its first request head."""
 
 
 class FirstRequest(asyncio.Protocol):
@@ -507,44 +508,51 @@ class FirstRequest(asyncio.Protocol):
     A WebSocket upgrade under ``/app`` goes to :meth:`Gateway.accept`, so no aiohttp object is
     ever made for it (aiohttp's request, response and handler task cost an idle socket about
     13 KiB). Anything else goes, with every byte read so far, to aiohttp's own protocol, which
-    serves it exactly as if it had accepted the connection itself.
+    serves it exactly as if it had accepted the connection itself (behind an
+    :class:`~pusher_compat.http_guard.HttpGuard`, which times every later head). From accept
+    until the head is read the connection is :class:`~pusher_compat.http_guard.Pending`:
+    refused at once past the caps, closed when its head is late.
     """
 
-    __slots__ = ("_gateway", "_head", "_http", "_timer", "_transport")
+    __slots__ = ("_gateway", "_head", "_http", "_pending", "_transport")
 
     def __init__(self, gateway: Gateway, http: web.Server) -> None:
         self._gateway = gateway
         self._http = http
         self._head = b""
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._pending: Pending | None = None
+        """Set once admitted; ``None`` for a connection refused at accept."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        self._timer = asyncio.get_running_loop().call_later(_HEAD_TIMEOUT, transport.close)
+        self._pending = self._gateway.heads.admit(self._transport, _remote(transport) or "")
 
     def data_received(self, data: bytes) -> None:
+        if self._pending is None:
+            return  # refused at accept and aborted: nothing of it is served
         received = self._head + data
         may_upgrade = received.startswith(_APP_GET) or _APP_GET.startswith(received)
         end = received.find(b"\r\n\r\n") if may_upgrade else -1
         if end < 0 and may_upgrade and len(received) < _HEAD_LIMIT:
             self._head = received  # the rest of the head is still on its way
             return
-        transport, timer = self._transport, self._timer
-        assert transport is not None and timer is not None
-        timer.cancel()
+        transport, pending = self._transport, self._pending
+        assert transport is not None
         handshake = Handshake.parse(received[:end], _remote(transport)) if end >= 0 else None
         if handshake is not None:
+            pending.finish()
             self._gateway.accept(handshake, transport, received[end + 4:])
             return
-        protocol = self._http()
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        protocol.data_received(received)
+        handler = self._http()
+        guard = HttpGuard(handler, self._gateway.heads, transport, pending)
+        transport.set_protocol(guard)
+        handler.connection_made(transport)
+        guard.data_received(received)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._pending is not None:
+            self._pending.finish()
 
 
 def _remote(transport: asyncio.BaseTransport) -> str | None:
@@ -598,6 +606,8 @@ class GatewaySite(web.BaseSite):
         self._server = server = await asyncio.get_running_loop().create_server(
             functools.partial(FirstRequest, self._gateway, http), self._host, self._port,
             ssl=self._ssl_context, backlog=self._backlog,
+            # A TLS handshake comes before the first head: it gets the same time.
+            ssl_handshake_timeout=self._gateway.heads.timeout if self._ssl_context else None,
         )
         self._bound_port = server.sockets[0].getsockname()[1]
 
@@ -608,7 +618,8 @@ async def listen(app: web.Application, host: str, port: int,
     """Start serving ``app`` (made by :func:`create_app`) on ``host:port``; ``runner.addresses``
     says where, ``runner.cleanup()`` stops."""
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=shutdown_timeout)
+                           shutdown_timeout=shutdown_timeout,
+                           keepalive_timeout=app[SETTINGS].server.http_keepalive_timeout)
     await runner.setup()
     await GatewaySite(runner, app[GATEWAY], host, port, ssl_context).start()
     return runner

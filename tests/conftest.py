@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -79,10 +80,17 @@ class ServerProcess:
         return self.process.returncode
 
 
-def start_server(config_text: str, tmp_path: Path, *extra: str) -> ServerProcess:
-    """Start the server on port 0 and wait until it logs the port it took."""
+def start_server(config_text: str, tmp_path: Path, *extra: str,
+                 open_files: int | None = None) -> ServerProcess:
+    """Start the server on port 0 and wait until it logs the port it took. ``open_files``:
+    the child's own RLIMIT_NOFILE (soft and hard), ours untouched."""
     config = tmp_path / "pusher-compat.toml"
     config.write_text(textwrap.dedent(config_text))
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     process = subprocess.Popen(
         [sys.executable, "-m", "pusher_compat", "serve", "--host", "127.0.0.1", "--port", "0",
          "--config", str(config), *extra],
@@ -90,6 +98,7 @@ def start_server(config_text: str, tmp_path: Path, *extra: str) -> ServerProcess
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
+        preexec_fn=limit_open_files if open_files is not None else None,
     )
     assert process.stdout is not None
     log: list[str] = []
@@ -125,10 +134,11 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers with a given TOML config; all are stopped after the test."""
     started: list[ServerProcess] = []
 
-    def factory(config_text: str = DEFAULT_CONFIG, *extra: str) -> ServerProcess:
+    def factory(config_text: str = DEFAULT_CONFIG, *extra: str,
+                open_files: int | None = None) -> ServerProcess:
         sub = tmp_path / f"server{len(started)}"
         sub.mkdir()
-        server = start_server(config_text, sub, *extra)
+        server = start_server(config_text, sub, *extra, open_files=open_files)
         started.append(server)
         return server
 
