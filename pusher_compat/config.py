@@ -168,6 +168,11 @@ class ServerConfig:
     node_lease_seconds: float = 10.0
     """A node that stops renewing its lease this long is declared dead; the survivors remove
     its members and counts within this bound plus a quarter of it."""
+    redis_outbox_max_bytes: int = 8 * 1024 * 1024
+    """Bus messages (encoded) a node keeps while Redis is unreachable, to publish in order
+    when it is back; past it the oldest are dropped (counted and logged). 0 keeps none."""
+    redis_outbox_max_age_seconds: float = 10.0
+    """Messages of the outbox older than this when Redis is back are dropped, not sent."""
 
 
 @dataclass(frozen=True, slots=True)
