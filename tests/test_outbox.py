@@ -68,6 +68,27 @@ def test_a_message_exactly_as_old_as_the_bound_is_still_sent() -> None:
     assert box.take() == [("1001", b"e")]
 
 
+def test_the_outbox_is_due_once_its_oldest_message_reaches_the_age_bound() -> None:
+    clock = FakeClock()
+    box = outbox(clock, max_age=10.0)
+    assert not box.due()
+    box.add("1001", b"e")
+    clock.advance(9.75)
+    assert not box.due()
+    clock.advance(0.25)
+    assert box.due()
+
+
+def test_the_outbox_can_be_asked_whether_it_is_due_within_a_margin() -> None:
+    clock = FakeClock()
+    box = outbox(clock, max_age=10.0)
+    box.add("1001", b"e")
+    clock.advance(9.25)
+    assert not box.due(within=0.5)
+    clock.advance(0.25)
+    assert box.due(within=0.5)
+
+
 def test_messages_put_back_go_in_front_of_the_others_in_their_order() -> None:
     box = outbox(FakeClock())
     box.add("1001", b"later")

@@ -82,6 +82,12 @@ class Outbox:
         for app_id, message in reversed(messages):
             self._add(_Entry(app_id, message, now), last=False)
 
+    def due(self, within: float = 0.0) -> bool:
+        """Whether the oldest message reaches the age bound within ``within`` seconds: sending
+        it cannot wait."""
+        return (bool(self._entries)
+                and self._clock() - self._entries[0].at >= self.max_age - within)
+
     def take(self) -> list[tuple[str, bytes]]:
         """Every message young enough, oldest first, as (app id, message); empties the outbox."""
         entries, self._entries, self.bytes = self._entries, deque(), 0

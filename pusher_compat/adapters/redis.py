@@ -66,6 +66,11 @@ log = logging.getLogger("pusher_compat.redis")
 _BATCH = 512
 """Commands per pipeline round trip."""
 _NO_LIMIT = 1 << 30
+_OUTBOX_POLL = 0.05
+"""Seconds between two looks at the other nodes' leases while the outbox waits for them."""
+_OUTBOX_MARGIN = 0.5
+"""The outbox stops waiting this long before its oldest message would be too old to send
+(several polls: a loaded event loop wakes late)."""
 _SEP = b"\0"
 _UNREACHABLE = (RedisError, RedisClusterException, OSError)
 """What failing to reach Redis raises: a cluster client raises RedisClusterException (not a
@@ -203,8 +208,10 @@ class RedisAdapter:
         self._flusher: asyncio.Task[None] | None = None
         """Sends the outbox once the other nodes are back (see :meth:`_flush_outbox`)."""
         self._peers: dict[str, float] = {}
-        """The other nodes and their lease expiries (Redis ms) at the last heartbeat while up:
-        after an outage, the outbox waits for each to renew its lease."""
+        """The other nodes and their lease expiries (Redis ms) at the last heartbeat."""
+        self._awaited: dict[str, float] = {}
+        """:attr:`_peers` when Redis was lost (a heartbeat while joining may read an emptied
+        Redis): the outbox waits for each of them to renew its lease."""
         self._seq: dict[str, int] = {}
         """The sequence number of this node's last bus message, per app."""
         self._sequences = Sequences()
@@ -452,6 +459,7 @@ class RedisAdapter:
         if self._up:
             log.error("redis unreachable (%s): serving local clients only, not ready; "
                       "reconnecting", error or type(error).__name__)
+            self._awaited = dict(self._peers)
         self._up = False
         self._bus = _Bus.HELD
         self._dirty = True
@@ -523,7 +531,7 @@ class RedisAdapter:
         if self._flusher is not None:
             self._flusher.cancel()
         if self._outbox:
-            self._flusher = asyncio.create_task(self._flush_outbox(dict(self._peers)))
+            self._flusher = asyncio.create_task(self._flush_outbox(self._awaited))
         else:
             self._bus = _Bus.OPEN
         # One refresh per rejoin; finished ones are dropped so reconnects do not pile up.
@@ -548,23 +556,24 @@ class RedisAdapter:
         for app_id, counts in zip(self._keys, replies[1::2], strict=True):
             self._remote_connections[app_id] = sum(
                 int(v) for k, v in counts.items() if _text(k) != self.node)
-        if self._up:  # while joining, the leases may be those of an emptied Redis
-            self._peers = {n: lease for n, lease in map(_lease, leases) if n != self.node}
+        self._peers = {n: lease for n, lease in map(_lease, leases) if n != self.node}
 
     async def _flush_outbox(self, peers: dict[str, float]) -> None:
         """Send what the outbox holds once every node of ``peers`` (the other nodes before the
         outage, with their leases then) has renewed its lease: a node renews only after it has
         subscribed to the bus again, and pub/sub keeps nothing for a node not subscribed. A
         node that does not come back within a lease is dead or cut off: the outbox stops
-        waiting for it. Messages published meanwhile queue behind in the outbox."""
+        waiting for it, and it stops waiting before its oldest message grows too old to send.
+        Messages published meanwhile queue behind in the outbox."""
         deadline = time.monotonic() + self._lease_ms / 1000
         try:
-            while peers and time.monotonic() < deadline:
+            while (peers and time.monotonic() < deadline
+                   and not self._outbox.due(within=_OUTBOX_MARGIN)):
                 leases = dict(map(_lease, await self._redis.zrange(
                     f"{self._prefix}:nodes", 0, -1, withscores=True)))
                 peers = {n: seen for n, seen in peers.items() if leases.get(n, 0.0) <= seen}
                 if peers:
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(_OUTBOX_POLL)
         except _UNREACHABLE as error:
             self._lost(error)
             return
