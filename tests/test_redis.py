@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from conftest import RedisServer
+from helpers import FakeClock, ListSink
 
 from pusher_compat import wire
 from pusher_compat.adapters.redis import RedisAdapter
-from pusher_compat.config import AppConfig
+from pusher_compat.config import AppConfig, ServerConfig
+from pusher_compat.connection import Connection
 from pusher_compat.hub import Hub
 
 APP = AppConfig(id="1001", key="app-key", secret="app-secret")
@@ -33,7 +35,8 @@ async def until(predicate: Callable[[], Any], what: str, timeout: float = 15) ->
 
 @pytest.fixture
 async def adapter(redis_server: RedisServer) -> AsyncIterator[RedisAdapter]:
-    """A started adapter bound to a hub, with a short lease: it notices an outage fast."""
+    """An adapter bound to a hub, with a short lease: it notices an outage fast. Started by
+    the test; closed after it."""
     adapter = RedisAdapter((APP,), redis_server.url, PREFIX, lease_seconds=1)
     Hub(adapter=adapter)
     yield adapter
@@ -66,3 +69,23 @@ async def test_the_outbox_waits_for_the_nodes_known_before_the_outage_to_renew_t
     assert message is not None, "the outbox was sent before the peer was back"
     assert message["data"] == b"\0".join([b"e", f"{adapter.node}#1".encode(), b"orders", b"",
                                           wire.unframe(frame)])
+
+
+async def test_a_bus_message_repeated_by_its_origin_reaches_the_nodes_sockets_once(
+        redis_server: RedisServer, adapter: RedisAdapter) -> None:
+    await adapter.start()
+    sink = ListSink()
+    connection = Connection(APP, ServerConfig(), adapter.hub, sink, clock=FakeClock())
+    connection.open()
+    connection.receive('{"event":"pusher:subscribe","data":{"channel":"orders"}}')
+    await until(lambda: len(sink.frames) == 2, "subscription_succeeded")
+    sink.frames.clear()
+    first = wire.unframe(wire.event_frame("shipped", {"n": 1}, "orders"))
+    second = wire.unframe(wire.event_frame("shipped", {"n": 2}, "orders"))
+    last = wire.unframe(wire.event_frame("shipped", {"n": 3}, "orders"))
+    async with aioredis.Redis.from_url(redis_server.url) as redis:
+        for seq, payload in ((1, first), (1, first), (2, second), (1, first), (3, last)):
+            await redis.publish(BUS, b"\0".join([b"e", b"peer#%d" % seq, b"orders", b"",
+                                                 payload]))
+    await until(lambda: len(sink.frames) >= 3, "the events from the bus")
+    assert sink.frames == [wire.frame(first), wire.frame(second), wire.frame(last)]
