@@ -183,6 +183,11 @@ class ServerConfig:
     (``RLIMIT_NOFILE``) at start."""
     max_pending_connections_per_address: int = 0
     """The same, per client address; 0 = an eighth of ``max_pending_connections``."""
+    redis_outbox_max_bytes: int = 8 * 1024 * 1024
+    """Bus messages (encoded) a node keeps while Redis is unreachable, to publish in order
+    when it is back; past it the oldest are dropped (counted and logged). 0 keeps none."""
+    redis_outbox_max_age_seconds: float = 10.0
+    """Messages of the outbox older than this when Redis is back are dropped, not sent."""
 
 
 @dataclass(frozen=True, slots=True)

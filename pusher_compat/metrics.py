@@ -22,6 +22,9 @@ Families (every sample has an ``app`` label; counters are exposed with ``_total`
 * ``pusher_compat_http_api_requests_total{status}`` (counter): HTTP API answers by status.
 * ``pusher_compat_webhook_deliveries_total{result}`` (counter): deliveries settled
   ``delivered`` or ``failed``; ``pusher_compat_webhook_deliveries_pending`` (gauge).
+* ``pusher_compat_cluster_events_dropped_total{reason}`` (counter): events published while
+  Redis was unreachable that the outbox let go (``bytes``, ``age``, ``stopped``), so they
+  reached only this node's sockets.
 
 Server-wide, without an ``app`` label (:class:`PendingHeadsCollector`):
 
@@ -147,6 +150,11 @@ class HubCollector(Collector):
         pending = GaugeMetricFamily(
             _PREFIX + "webhook_deliveries_pending", "Webhook deliveries not settled yet.",
             labels=app)
+        dropped = CounterMetricFamily(
+            _PREFIX + "cluster_events_dropped",
+            "Events published while Redis was unreachable and never sent to the other nodes, "
+            "by reason.", labels=[*app, "reason"])
+        drops = self._hub.adapter.dropped
         active = set(self._hub.app_ids())
         for app_id in self._app_ids:
             # Apps without any activity yet are read as zeros, not added to the hub.
@@ -177,12 +185,16 @@ class HubCollector(Collector):
             for result in ("delivered", "failed"):
                 deliveries.add_metric([app_id, result], totals[result])
             pending.add_metric([app_id], totals["pending"])
+            for (dropped_app, reason), count in sorted(drops.items()):
+                if dropped_app == app_id:
+                    dropped.add_metric([app_id, reason], count)
         ready = GaugeMetricFamily(
             _PREFIX + "cluster_ready",
             "1 while this node is part of its cluster (always, with the local adapter).")
         ready.add_metric([], 1 if self._hub.adapter.ready else 0)
         yield from (connections, channels, subscriptions, members, messages_in, messages_out,
-                    bytes_in, bytes_out, api_messages, api_requests, deliveries, pending, ready)
+                    bytes_in, bytes_out, api_messages, api_requests, deliveries, pending,
+                    dropped, ready)
 
 
 class PendingHeadsCollector(Collector):

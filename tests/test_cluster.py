@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 from conftest import DEFAULT_CONFIG, NODE_DIR, ROOT, RedisServer, ServerProcess, free_port
 
-from pusher_compat.client import ClientError, SubscriptionError, connect
+from pusher_compat.client import Client, ClientError, SubscriptionError, connect
 
 LEASE = 2
 """node_lease_seconds of the test clusters: a killed node is reaped within LEASE * 1.25."""
@@ -509,6 +509,70 @@ async def test_a_node_serves_its_own_clients_while_redis_is_down(
     assert seen["data"] == {"n": 1}
     users = await asyncio.to_thread(sdk(nodes[0]).users_info, "presence-room")
     assert users == {"users": [{"id": "1"}]}
+
+
+OUTAGE = 3.0
+"""Seconds Redis stays stopped in the outbox tests."""
+
+
+async def events_until(client: Client, marker: str) -> list[tuple[str, Any]]:
+    """The (event, data) of every ``orders`` event ``client`` receives up to ``marker``."""
+    received = []
+    while (event := await client.next_event(channel="orders", timeout=20)).event != marker:
+        received.append((event.event, event.data))
+    return received
+
+
+async def assert_events_published_while_redis_is_down_arrive_once_it_is_back(
+        nodes: list[ServerProcess], redis: Restartable) -> None:
+    """Events published on node A while ``redis`` is stopped for 3 s reach A's subscriber at
+    once, and B's after Redis is back, in order, once each."""
+    a, b = nodes[0], nodes[1]
+    async with connect(a.url, a.key) as on_a, connect(b.url, b.key) as on_b:
+        for client in (on_a, on_b):
+            await client.subscribe("orders")
+        redis.stop()
+        stopped = time.monotonic()
+        await until(lambda: ready_status(a) == 503, "A not ready without redis")
+        published = [("while-down", {"n": n}) for n in range(5)]
+        for event, data in published:
+            await asyncio.to_thread(sdk(a).trigger, "orders", event, data)
+        for event, data in published:
+            seen = await on_a.next_event(channel="orders", timeout=5)
+            assert (seen.event, seen.data) == (event, data)
+        await asyncio.sleep(max(0.0, stopped + OUTAGE - time.monotonic()))  # the outage
+        redis.start()
+        for node in nodes:
+            await until(lambda node=node: ready_status(node) == 200, "ready again", timeout=20)
+        # Events published once A is back queue behind what it kept, so "after" comes last.
+        await asyncio.to_thread(sdk(a).trigger, "orders", "after", {})
+        assert await events_until(on_b, "after") == published
+        assert await events_until(on_a, "after") == []
+
+
+async def test_events_published_while_redis_is_down_reach_other_nodes_once_it_is_back(
+        nodes: list[ServerProcess], redis_server: RedisServer) -> None:
+    await assert_events_published_while_redis_is_down_arrive_once_it_is_back(
+        nodes, redis_server)
+
+
+async def test_events_past_the_outbox_bound_reach_only_their_own_node_and_are_counted(
+        server_factory: Callable[..., ServerProcess], redis_server: RedisServer) -> None:
+    config = cluster_config(redis_server, "redis_outbox_max_bytes = 1\n")
+    a, b = await start_cluster(server_factory, config, count=2)
+    async with connect(b.url, b.key) as on_b:
+        await on_b.subscribe("orders")
+        redis_server.stop()
+        await until(lambda: ready_status(a) == 503, "A not ready without redis")
+        await asyncio.to_thread(sdk(a).trigger, "orders", "lost", {})
+        redis_server.start()
+        for node in (a, b):
+            await until(lambda node=node: ready_status(node) == 200, "ready again", timeout=20)
+        await asyncio.to_thread(sdk(a).trigger, "orders", "after", {})
+        assert await events_until(on_b, "after") == []
+    assert ('pusher_compat_cluster_events_dropped_total{app="1001",reason="bytes"} 1.0'
+            in metrics(a))
+    assert "event(s) published while redis was unreachable were dropped" in "".join(a.log)
 
 
 async def test_deployments_with_different_prefixes_never_cross_talk(

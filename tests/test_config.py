@@ -178,3 +178,15 @@ def test_webhook_endpoint_without_event_types_takes_only_webhook_events() -> Non
     assert hook.wants({"name": "member_added", "channel": "presence-room"})
     assert not hook.wants({"name": "connection_opened", "socket_id": "1.1"})
     assert not hook.wants({"name": "api_message", "channel": "news", "event": "e"})
+
+
+def test_redis_outbox_bounds_default_to_8_mib_and_10_seconds_and_are_read_from_server(
+        tmp_path: Path) -> None:
+    assert (ServerConfig().redis_outbox_max_bytes,
+            ServerConfig().redis_outbox_max_age_seconds) == (8 * 1024 * 1024, 10.0)
+    path = write(tmp_path, "[server]\nredis_outbox_max_bytes = 0\n"
+                           "redis_outbox_max_age_seconds = 2.5\n")
+    server = load_settings(path, env={}).server
+    assert (server.redis_outbox_max_bytes, server.redis_outbox_max_age_seconds) == (0, 2.5)
+    with pytest.raises(ConfigError, match="redis_outbox_max_age_seconds must not be negative"):
+        load_settings(write(tmp_path, "[server]\nredis_outbox_max_age_seconds = -1\n"), env={})

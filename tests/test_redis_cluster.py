@@ -147,3 +147,9 @@ async def test_events_and_presence_come_back_after_the_redis_cluster_restarts(
         nodes: list[ServerProcess], fleet: Fleet, redis_cluster: RedisClusterServers) -> None:
     await test_cluster.assert_the_cluster_recovers_from_a_redis_restart(
         nodes, fleet, redis_cluster)
+
+
+async def test_events_published_while_the_redis_cluster_is_down_reach_other_nodes_after(
+        nodes: list[ServerProcess], redis_cluster: RedisClusterServers) -> None:
+    await test_cluster.assert_events_published_while_redis_is_down_arrive_once_it_is_back(
+        nodes, redis_cluster)

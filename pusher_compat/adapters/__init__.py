@@ -20,5 +20,7 @@ def create_adapter(settings: Settings) -> Adapter:
         from .redis import RedisAdapter
 
         return RedisAdapter(settings.apps, server.redis_url, server.redis_prefix,
-                            server.node_lease_seconds)
+                            server.node_lease_seconds,
+                            outbox_max_bytes=server.redis_outbox_max_bytes,
+                            outbox_max_age=server.redis_outbox_max_age_seconds)
     return LocalAdapter()

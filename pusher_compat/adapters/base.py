@@ -81,6 +81,11 @@ class Adapter(Protocol):
     def ready(self) -> bool:
         """Whether this node is part of the cluster right now (readiness probes read it)."""
 
+    @property
+    def dropped(self) -> dict[tuple[str, str], int]:
+        """Events this node could not send to the other nodes, by (app id, reason): counted
+        for ``/metrics``."""
+
     def bind(self, hub: Hub) -> None:
         """Attach the hub that receives what other nodes publish."""
 

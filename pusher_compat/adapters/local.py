@@ -27,6 +27,10 @@ class LocalAdapter:
     def ready(self) -> bool:
         return True
 
+    @property
+    def dropped(self) -> dict[tuple[str, str], int]:
+        return {}  # there are no other nodes
+
     def bind(self, hub: Hub) -> None:
         self._hub = hub
 

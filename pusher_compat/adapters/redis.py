@@ -13,6 +13,11 @@
   reached the node keeps serving its own sockets with local answers, says it is not ready, and
   retries with backoff; once back, it makes Redis agree with what it holds (its ledger against
   its sockets) and re-sends presence rosters to its sockets.
+* **Outbox.** Bus messages published while Redis is unreachable wait in a bounded
+  :class:`~.outbox.Outbox` and go out in order once the node is back in the cluster, after
+  its resync, and once the nodes it knew before the outage are back too (pub/sub keeps
+  nothing for a node that has not subscribed again yet). Each carries ``origin#seq``, so a
+  message sent twice (a pipeline that failed half-way is sent again) is delivered once.
 * **Redis Cluster.** Every key a script touches carries its app's ``{app}`` hash tag, so each
   script runs on one shard, and redis-py routes ``PUBLISH`` by its channel's slot: an app's
   scripts and bus messages all go to the shard of its bus key, in order. Classic pub/sub
@@ -30,6 +35,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -45,6 +51,7 @@ from ..channels import kind_of
 from . import lua
 from .base import ChannelCounts, Joined, Left, SignedIn, SignedOut
 from .local import LocalAdapter
+from .outbox import Outbox, Sequences
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -59,6 +66,11 @@ log = logging.getLogger("pusher_compat.redis")
 _BATCH = 512
 """Commands per pipeline round trip."""
 _NO_LIMIT = 1 << 30
+_OUTBOX_POLL = 0.05
+"""Seconds between two looks at the other nodes' leases while the outbox waits for them."""
+_OUTBOX_MARGIN = 0.5
+"""The outbox stops waiting this long before its oldest message would be too old to send
+(several polls: a loaded event loop wakes late)."""
 _SEP = b"\0"
 _UNREACHABLE = (RedisError, RedisClusterException, OSError)
 """What failing to reach Redis raises: a cluster client raises RedisClusterException (not a
@@ -137,6 +149,16 @@ class _Keys:
                 f"{self.base}:pm:{name}", f"{self.base}:pr:{name}", self.node_pm]
 
 
+class _Bus(Enum):
+    """Where this node's bus messages go."""
+
+    HELD = "held"
+    """Into the outbox: Redis is unreachable, or it is back and the outbox waits for the other
+    nodes to be back too. Messages published meanwhile queue behind, to keep the order."""
+    OPEN = "open"
+    """Straight to Redis, with the scripts, in order (only while the node is up)."""
+
+
 class _Op:
     """One script call (or, without a script, one plain command: ``args``): ``done`` gets its
     reply, ``fallback`` runs when Redis cannot answer."""
@@ -154,8 +176,11 @@ class RedisAdapter:
 
     def __init__(self, apps: tuple[AppConfig, ...], url: str, prefix: str = "pusher-compat",
                  lease_seconds: float = 10.0,
-                 client: aioredis.Redis | RedisCluster | None = None) -> None:
+                 client: aioredis.Redis | RedisCluster | None = None,
+                 outbox_max_bytes: int = 8 * 1024 * 1024, outbox_max_age: float = 10.0
+                 ) -> None:
         self.node = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._origin = self.node.encode()
         self._apps = {app.id: app for app in apps}
         self._url = url
         self._prefix = prefix
@@ -178,15 +203,29 @@ class RedisAdapter:
         self._tasks: list[asyncio.Task[None]] = []
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
-        self.dropped = 0
-        """Bus messages that could not be sent because Redis was unreachable."""
-        self._dropped_reported = 0
+        self._bus = _Bus.HELD
+        self._outbox = Outbox(outbox_max_bytes, outbox_max_age)
+        self._flusher: asyncio.Task[None] | None = None
+        """Sends the outbox once the other nodes are back (see :meth:`_flush_outbox`)."""
+        self._peers: dict[str, float] = {}
+        """The other nodes and their lease expiries (Redis ms) at the last heartbeat."""
+        self._awaited: dict[str, float] = {}
+        """:attr:`_peers` when Redis was lost (a heartbeat while joining may read an emptied
+        Redis): the outbox waits for each of them to renew its lease."""
+        self._seq: dict[str, int] = {}
+        """The sequence number of this node's last bus message, per app."""
+        self._sequences = Sequences()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
         return self._up
+
+    @property
+    def dropped(self) -> dict[tuple[str, str], int]:
+        return {(app_id, reason.value): count
+                for (app_id, reason), count in self._outbox.dropped.items()}
 
     def bind(self, hub: Hub) -> None:
         self._hub = hub
@@ -216,7 +255,7 @@ class RedisAdapter:
                 if not self._ops:
                     break
                 await asyncio.sleep(0.01)
-        for task in [*self._tasks, *filter(None, [self._listener])]:
+        for task in [*self._tasks, *filter(None, [self._listener, self._flusher])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -227,6 +266,7 @@ class RedisAdapter:
             with contextlib.suppress(*_UNREACHABLE):
                 await self._pubsub.aclose()
         await self._redis.aclose()
+        self._outbox.clear()
 
     # -- outbound ----------------------------------------------------------------------
 
@@ -239,13 +279,17 @@ class RedisAdapter:
         self._ops.append(op)
         self._wake.set()
 
-    def _send(self, app_id: str, *fields: bytes | str) -> None:
-        """Queue one bus message, in order with the scripts."""
-        if not self._up:
-            self.dropped += 1
-            return
-        message = _SEP.join(f if isinstance(f, bytes) else f.encode() for f in fields)
-        self._command("PUBLISH", self._keys[app_id].bus, message)
+    def _send(self, app_id: str, kind: bytes, *fields: bytes | str) -> None:
+        """Queue one bus message, in order with the scripts, or keep it in the outbox while
+        the bus is held. Its origin is ``node#seq``: receivers let each one through once."""
+        seq = self._seq[app_id] = self._seq.get(app_id, 0) + 1
+        origin = b"%s#%d" % (self._origin, seq)
+        message = _SEP.join([kind, origin, *(f if isinstance(f, bytes) else f.encode()
+                                             for f in fields)])
+        if self._bus is _Bus.OPEN:
+            self._command("PUBLISH", self._keys[app_id].bus, message)
+        else:
+            self._outbox.add(app_id, message)
 
     def _command(self, *args: Any) -> None:
         self._ops.append(_Op(None, [], list(args), None, None))
@@ -253,18 +297,18 @@ class RedisAdapter:
 
     def publish(self, app_id: str, channel: str, frame: bytes, except_socket_id: str | None
                 ) -> None:
-        self._send(app_id, b"e", self.node, channel, except_socket_id or "", wire.unframe(frame))
+        self._send(app_id, b"e", channel, except_socket_id or "", wire.unframe(frame))
 
     def remember(self, app: AppConfig, channel: str, frame: bytes) -> None:
         payload = wire.unframe(frame)
         ttl_ms = str(int(app.cache_ttl_seconds * 1000))
-        self._send(app.id, b"c", self.node, channel, ttl_ms, payload)
+        self._send(app.id, b"c", channel, ttl_ms, payload)
         if self._up:
             self._command("SET", f"{self._keys[app.id].base}:cache:{channel}", payload,
                           "PX", ttl_ms)
 
     def terminate(self, app_id: str, user_id: str) -> None:
-        self._send(app_id, b"t", self.node, user_id)
+        self._send(app_id, b"t", user_id)
 
     def joined(self, app: AppConfig, channel: Channel, member: Member | None, first: bool,
                done: Callable[[Joined], None]) -> None:
@@ -385,7 +429,10 @@ class RedisAdapter:
 
     def _receive(self, app_id: str, data: bytes) -> None:
         kind, origin, rest = data.split(_SEP, 2)
-        if origin == self.node.encode():
+        # This node's sockets had the event when it was published; scripts' messages carry
+        # no sequence number (they are never sent twice).
+        node, _, seq = origin.partition(b"#")
+        if node == self._origin or (seq and not self._sequences.fresh(app_id, node, int(seq))):
             return
         hub = self.hub
         if kind == b"e":
@@ -412,15 +459,20 @@ class RedisAdapter:
         if self._up:
             log.error("redis unreachable (%s): serving local clients only, not ready; "
                       "reconnecting", error or type(error).__name__)
+            self._awaited = dict(self._peers)
         self._up = False
+        self._bus = _Bus.HELD
         self._dirty = True
         self._trouble.set()
         ops, self._ops = self._ops, deque()
+        unsent = []
         for op in ops:
             if op.fallback is not None:
                 op.fallback()
             elif op.script is None and op.args[0] == "PUBLISH":
-                self.dropped += 1
+                unsent.append((self._buses[op.args[1]], op.args[2]))
+        # Older than anything the outbox holds: while it holds messages, new ones go there.
+        self._outbox.put_back(unsent)
 
     async def _supervise(self) -> None:
         """Keep the node in the cluster: connect, renew the lease, reap dead nodes."""
@@ -474,10 +526,14 @@ class RedisAdapter:
         self._up = True
         self._wake.set()
         log.info("redis connected: node %s in the cluster (%s)", self.node, self._prefix)
-        if self.dropped > self._dropped_reported:
-            log.warning("%d event(s) published while redis was unreachable reached only this "
-                        "node's sockets", self.dropped - self._dropped_reported)
-            self._dropped_reported = self.dropped
+        # The outbox goes after the resync: a node that was reaped meanwhile has announced
+        # its members again before its events arrive.
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self._outbox:
+            self._flusher = asyncio.create_task(self._flush_outbox(self._awaited))
+        else:
+            self._bus = _Bus.OPEN
         # One refresh per rejoin; finished ones are dropped so reconnects do not pile up.
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.create_task(self._refresh_rosters()))
@@ -495,10 +551,37 @@ class RedisAdapter:
         for app_id, keys in self._keys.items():
             pipe.hset(keys.conns, self.node, self.hub.local_connection_count(app_id))
             pipe.hgetall(keys.conns)
-        replies = await pipe.execute()
+        pipe.zrange(f"{self._prefix}:nodes", 0, -1, withscores=True)
+        *replies, leases = await pipe.execute()
         for app_id, counts in zip(self._keys, replies[1::2], strict=True):
             self._remote_connections[app_id] = sum(
                 int(v) for k, v in counts.items() if _text(k) != self.node)
+        self._peers = {n: lease for n, lease in map(_lease, leases) if n != self.node}
+
+    async def _flush_outbox(self, peers: dict[str, float]) -> None:
+        """Send what the outbox holds once every node of ``peers`` (the other nodes before the
+        outage, with their leases then) has renewed its lease: a node renews only after it has
+        subscribed to the bus again, and pub/sub keeps nothing for a node not subscribed. A
+        node that does not come back within a lease is dead or cut off: the outbox stops
+        waiting for it, and it stops waiting before its oldest message grows too old to send.
+        Messages published meanwhile queue behind in the outbox."""
+        deadline = time.monotonic() + self._lease_ms / 1000
+        try:
+            while (peers and time.monotonic() < deadline
+                   and not self._outbox.due(within=_OUTBOX_MARGIN)):
+                leases = dict(map(_lease, await self._redis.zrange(
+                    f"{self._prefix}:nodes", 0, -1, withscores=True)))
+                peers = {n: seen for n, seen in peers.items() if leases.get(n, 0.0) <= seen}
+                if peers:
+                    await asyncio.sleep(_OUTBOX_POLL)
+        except _UNREACHABLE as error:
+            self._lost(error)
+            return
+        if not self._up:
+            return  # lost again: the next join sends it
+        for app_id, message in self._outbox.take():
+            self._command("PUBLISH", self._keys[app_id].bus, message)
+        self._bus = _Bus.OPEN
 
     async def _reap(self, node: str) -> None:
         """Undo the state of a node whose lease ran out (or this one, on a clean stop)."""
@@ -653,3 +736,8 @@ class RedisAdapter:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _lease(entry: tuple[bytes | str, float]) -> tuple[str, float]:
+    """A node and its lease expiry, from ``ZRANGE {prefix}:nodes ... WITHSCORES``."""
+    return _text(entry[0]), float(entry[1])
