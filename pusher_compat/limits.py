@@ -1,8 +1,9 @@
-"""Rate limiting: one fixed one-second window, shared by every limit that counts per second."""
+"""Limits: one fixed one-second window, shared by every limit that counts per second, and one
+byte budget, shared by every queue bounded in bytes."""
 
 from __future__ import annotations
 
-__all__ = ["PerSecond"]
+__all__ = ["ByteBudget", "PerSecond"]
 
 
 class PerSecond:
@@ -34,3 +35,30 @@ class PerSecond:
     def retry_after(self, now: float) -> float:
         """Seconds until the current window ends."""
         return max(0.0, 1.0 - (now - self._start))
+
+
+class ByteBudget:
+    """Bytes held against a ``limit``: the holder adds what it keeps, removes what it lets go,
+    and sheds its oldest (or least useful) items while :attr:`over` is true.
+
+    The budget only counts; what to shed is the holder's policy.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        """Bytes allowed."""
+        self.used = 0
+        """Bytes held now."""
+
+    def add(self, size: int) -> None:
+        self.used += size
+
+    def remove(self, size: int) -> None:
+        self.used -= size
+
+    @property
+    def over(self) -> bool:
+        """Whether more than ``limit`` bytes are held."""
+        return self.used > self.limit

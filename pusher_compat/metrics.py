@@ -22,6 +22,9 @@ Families (every sample has an ``app`` label; counters are exposed with ``_total`
 * ``pusher_compat_http_api_requests_total{status}`` (counter): HTTP API answers by status.
 * ``pusher_compat_webhook_deliveries_total{result}`` (counter): deliveries settled
   ``delivered`` or ``failed``; ``pusher_compat_webhook_deliveries_pending`` (gauge).
+* ``pusher_compat_webhook_deliveries_dropped_total{reason}`` (counter): deliveries dropped
+  over a limit: ``pending_limit``, ``pending_bytes`` (failed unsent), ``log_bytes`` (left the
+  delivery log early).
 
 Adapter latency is left out: there is no Redis adapter yet.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -48,11 +51,18 @@ __all__ = [
     "ApiCallCounter",
     "HubCollector",
     "Metrics",
+    "WebhookLog",
     "counted",
     "metrics_handler",
 ]
 
 _PREFIX = "pusher_compat_"
+
+
+class WebhookLog(DeliveryLog, Protocol):
+    """What the metrics read of the webhook dispatcher: its log and its drop counts."""
+
+    def dropped(self, app_id: str) -> dict[str, int]: ...
 
 
 class ApiCallCounter:
@@ -94,11 +104,12 @@ class HubCollector(Collector):
     def __init__(
         self,
         hub: Hub,
-        webhooks: DeliveryLog | None,
+        webhooks: WebhookLog | None,
         api_calls: ApiCallCounter,
         app_ids: Iterable[str],
     ) -> None:
         self._hub = hub
+        self._webhooks = webhooks
         self._tally = WebhookTally(webhooks)
         self._api_calls = api_calls
         self._app_ids = tuple(app_ids)
@@ -137,6 +148,9 @@ class HubCollector(Collector):
         pending = GaugeMetricFamily(
             _PREFIX + "webhook_deliveries_pending", "Webhook deliveries not settled yet.",
             labels=app)
+        dropped = CounterMetricFamily(
+            _PREFIX + "webhook_deliveries_dropped", "Webhook deliveries dropped, by reason.",
+            labels=[*app, "reason"])
         active = set(self._hub.app_ids())
         for app_id in self._app_ids:
             # Apps without any activity yet are read as zeros, not added to the hub.
@@ -167,12 +181,16 @@ class HubCollector(Collector):
             for result in ("delivered", "failed"):
                 deliveries.add_metric([app_id, result], totals[result])
             pending.add_metric([app_id], totals["pending"])
+            drops = self._webhooks.dropped(app_id) if self._webhooks is not None else {}
+            for reason, count in sorted(drops.items()):
+                dropped.add_metric([app_id, reason], count)
         ready = GaugeMetricFamily(
             _PREFIX + "cluster_ready",
             "1 while this node is part of its cluster (always, with the local adapter).")
         ready.add_metric([], 1 if self._hub.adapter.ready else 0)
         yield from (connections, channels, subscriptions, members, messages_in, messages_out,
-                    bytes_in, bytes_out, api_messages, api_requests, deliveries, pending, ready)
+                    bytes_in, bytes_out, api_messages, api_requests, deliveries, pending, dropped,
+                    ready)
 
 
 class Metrics:
@@ -180,7 +198,7 @@ class Metrics:
     :class:`HubCollector`, and the :class:`ApiCallCounter` the API endpoints feed."""
 
     def __init__(
-        self, hub: Hub, webhooks: DeliveryLog | None, apps: Iterable[AppConfig]
+        self, hub: Hub, webhooks: WebhookLog | None, apps: Iterable[AppConfig]
     ) -> None:
         apps = tuple(apps)
         self.api_calls = ApiCallCounter(apps)

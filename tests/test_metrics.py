@@ -140,6 +140,9 @@ class FakeDeliveryLog:
     def deliveries(self, app_id: str, status: str | None = None) -> list[dict[str, Any]]:
         return [e for e in self.entries.get(app_id, []) if status in (None, e["status"])]
 
+    def dropped(self, app_id: str) -> dict[str, int]:
+        return {}
+
 
 # -- tests ---------------------------------------------------------------------------------
 

@@ -407,7 +407,8 @@ async def test_two_500s_are_retried_then_delivered_on_the_third_attempt(
     [entry] = webhooks.deliveries(APP_ID)
     assert entry == {
         "id": entry["id"], "url": receiver.url(), "status": "delivered", "attempts": 3,
-        "events": [OCCUPIED], "created_ms": 1327078148132, "last_attempt_ms": 1327078148132,
+        "events": [OCCUPIED], "truncated": False, "created_ms": 1327078148132,
+        "last_attempt_ms": 1327078148132,
         "last_error": None, "response_status": 200,
     }
     assert [request.body for request in receiver.requests] == [VECTOR_BODY] * 3
