@@ -347,7 +347,7 @@ class Webhooks:
         if now - self._drops_reported_at < _DROP_LOG_SECONDS:
             return
         log.warning(
-            "%d webhook deliveries dropped since the last report; latest: app %s, %d bytes "
+            "webhook deliveries dropped since the last report: %d; latest: app %s, %d bytes "
             "of events to %s (%s; limits: webhook_max_pending %d, webhook_max_pending_bytes "
             "%d, webhook_log_max_bytes %d)",
             self._drops_unreported, delivery.app.id, len(delivery.payload),

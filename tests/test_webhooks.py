@@ -20,13 +20,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import ServerProcess
-from helpers import ListSink
+from helpers import FakeClock, ListSink
 
 from pusher_compat.config import AppConfig, ServerConfig, WebhookEndpoint
 from pusher_compat.connection import Connection
 from pusher_compat.hub import Hub
 from pusher_compat.signatures import channel_string, sign_auth, sign_request, webhook_signature
-from pusher_compat.webhooks import Webhooks
+from pusher_compat.webhooks import NotReplayable, Webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
 # The Pusher docs' credentials (protocol.md §4.3, §8); the numeric id suits the Python SDK.
@@ -518,6 +518,7 @@ async def test_past_max_pending_the_oldest_pending_delivery_is_dropped_as_failed
         (receiver.url("/2"), "pending"),
     ]
     assert entries[0]["last_error"] == "dropped: too many pending deliveries"
+    assert webhooks.dropped(APP_ID) == {"pending_limit": 1}
 
 
 async def test_failed_deliveries_outlive_a_flood_of_successes_in_the_log(
@@ -533,6 +534,136 @@ async def test_failed_deliveries_outlive_a_flood_of_successes_in_the_log(
     channels = [(e["events"][0]["channel"], e["status"]) for e in webhooks.deliveries(APP_ID)]
     assert channels == [("cache-0", "failed"), ("cache-2", "delivered"),
                         ("cache-3", "delivered")]
+
+
+# -- byte budgets ----------------------------------------------------------------------------
+
+OCCUPIED_BYTES = 52
+"""``[{"name":"channel_occupied","channel":"my-channel"}]``: the bytes a delivery of OCCUPIED
+holds and the budgets count."""
+PENDING_BYTES_ERROR = "dropped: pending deliveries over webhook_max_pending_bytes"
+
+
+def client_event(data: str, channel: str = "private-x") -> dict[str, Any]:
+    return {"name": "client_event", "channel": channel, "event": "client-m", "data": data,
+            "socket_id": "1.1"}
+
+
+@pytest.mark.parametrize(("budget", "expected"), [
+    (3 * OCCUPIED_BYTES, ["pending", "pending", "pending"]),
+    (3 * OCCUPIED_BYTES - 1, ["failed", "pending", "pending"]),
+], ids=["exactly-the-budget", "one-byte-over"])
+async def test_pending_deliveries_over_their_byte_budget_fail_oldest_first(
+    receiver: Receiver, make_webhooks: WebhooksFactory, budget: int, expected: list[str]
+) -> None:
+    webhooks = await make_webhooks(webhook_max_pending_bytes=budget, webhook_retry_seconds=60.0)
+    receiver.failures = 1000
+    app = app_with(*(WebhookEndpoint(receiver.url(f"/{n}")) for n in range(3)))
+    webhooks.channel_event(app, dict(OCCUPIED))
+    await receiver.wait(expected.count("pending"))
+    assert statuses(webhooks) == expected
+    if "failed" in expected:
+        [dropped] = webhooks.deliveries(APP_ID, "failed")
+        assert (dropped["url"], dropped["attempts"], dropped["last_error"]) == (
+            receiver.url("/0"), 0, PENDING_BYTES_ERROR)
+        assert webhooks.dropped(APP_ID) == {"pending_bytes": 1}
+    else:
+        assert webhooks.dropped(APP_ID) == {}
+
+
+async def test_client_event_deliveries_are_dropped_before_older_state_events(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    chat = client_event("hi")
+    other = dict(OCCUPIED) | {"channel": "other"}
+    sizes = [OCCUPIED_BYTES, len(json.dumps([chat], separators=(",", ":"))), 47]
+    webhooks = await make_webhooks(webhook_max_pending_bytes=sum(sizes) - 1,
+                                   webhook_retry_seconds=60.0)
+    receiver.failures = 1000
+    app = app_with(WebhookEndpoint(receiver.url("/state"), event_types=("channel_occupied",)),
+                   WebhookEndpoint(receiver.url("/chat"), event_types=("client_event",)))
+    for count, event in enumerate((OCCUPIED, chat, other), start=1):
+        webhooks.channel_event(app, dict(event))
+        await until(lambda count=count: len(webhooks.deliveries(APP_ID)) == count)
+    entries = webhooks.deliveries(APP_ID)
+    assert [(e["events"], e["status"]) for e in entries] == [
+        ([OCCUPIED], "pending"), ([chat], "failed"), ([other], "pending")]
+    assert entries[1]["last_error"] == PENDING_BYTES_ERROR
+
+
+async def test_a_delivery_alone_over_the_pending_budget_fails_unsent(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    webhooks = await make_webhooks(webhook_max_pending_bytes=OCCUPIED_BYTES - 1)
+    webhooks.channel_event(app_with(WebhookEndpoint(receiver.url())), dict(OCCUPIED))
+    await until(lambda: statuses(webhooks) == ["failed"])
+    [entry] = webhooks.deliveries(APP_ID)
+    assert (entry["attempts"], entry["last_error"]) == (0, PENDING_BYTES_ERROR)
+    assert webhooks.dropped(APP_ID) == {"pending_bytes": 1}
+
+
+async def test_the_log_keeps_event_data_cut_to_256_characters_and_says_so(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    webhooks = await make_webhooks()
+    webhooks.channel_event(app_with(WebhookEndpoint(receiver.url())), client_event("x" * 300))
+    [request] = await receiver.wait(1)
+    await until(lambda: statuses(webhooks) == ["delivered"])
+    assert request.events() == [client_event("x" * 300)]
+    [entry] = webhooks.deliveries(APP_ID)
+    assert (entry["events"], entry["truncated"]) == ([client_event("x" * 256)], True)
+
+
+async def test_replay_of_a_truncated_delivery_raises_not_replayable(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    webhooks = await make_webhooks()
+    webhooks.channel_event(app_with(WebhookEndpoint(receiver.url())), client_event("x" * 300))
+    await until(lambda: statuses(webhooks) == ["delivered"])
+    [entry] = webhooks.deliveries(APP_ID)
+    with pytest.raises(NotReplayable) as raised:
+        await webhooks.replay(APP_ID, entry["id"])
+    assert str(raised.value) == (
+        f"Webhook delivery {entry['id']!r} was logged with its event data truncated to 256 "
+        "characters and cannot be replayed")
+    assert len(receiver.requests) == 1
+
+
+async def test_log_over_its_byte_budget_sheds_delivered_entries_before_older_failures(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    misses = [{"name": "cache_miss", "channel": f"cache-{n}"} for n in range(3)]
+    size = len(json.dumps([misses[0]], separators=(",", ":")))  # the same for all three
+    webhooks = await make_webhooks(webhook_log_max_bytes=3 * size - 1,
+                                   webhook_retry_seconds=0.0)
+    app = app_with(WebhookEndpoint(receiver.url()))
+    receiver.failures = 1
+    for count, miss in enumerate(misses, start=1):
+        webhooks.channel_event(app, dict(miss))
+        await receiver.wait(count)
+        await until(lambda: "pending" not in statuses(webhooks))
+    channels = [(e["events"][0]["channel"], e["status"]) for e in webhooks.deliveries(APP_ID)]
+    assert channels == [("cache-0", "failed"), ("cache-2", "delivered")]
+    assert webhooks.dropped(APP_ID) == {"log_bytes": 1}
+
+
+async def test_drops_are_logged_at_once_then_at_most_every_ten_seconds(
+    receiver: Receiver, make_webhooks: WebhooksFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    webhooks = await make_webhooks(clock=clock, webhook_max_pending_bytes=1)
+    app = app_with(WebhookEndpoint(receiver.url()))
+    for count, seconds in enumerate((0.0, 0.0, 9.9, 0.1), start=1):
+        clock.advance(seconds)
+        webhooks.channel_event(app, dict(OCCUPIED))
+        await until(lambda count=count: webhooks.dropped(APP_ID) == {"pending_bytes": count})
+    limits = ("limits: webhook_max_pending 10000, webhook_max_pending_bytes 1, "
+              "webhook_log_max_bytes 8388608")
+    assert [r.getMessage() for r in caplog.records if r.name == "pusher_compat.webhooks"] == [
+        f"webhook deliveries dropped since the last report: {count}; latest: app 1001, "
+        f"52 bytes of events to {receiver.url()} (pending_bytes; {limits})"
+        for count in (1, 3)
+    ]
 
 
 async def test_close_sends_nothing_more(
