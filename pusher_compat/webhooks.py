@@ -30,7 +30,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +71,9 @@ class _Delivery:
     app: AppConfig
     endpoint: WebhookEndpoint
     payload: bytes
-    """The events as a JSON array, encoded once: every attempt's body wraps these bytes, and
-    they are what the byte budgets count."""
+    """The events as a JSON array, encoded once: every attempt's body is sent as these bytes
+    between a prefix with its ``time_ms`` and a ``}``, never joined into a copy, so they are
+    what the byte budgets count."""
     client_events_only: bool
     """Made only of ``client_event``: dropped first when pending deliveries are over budget."""
     created_ms: int
@@ -94,10 +95,10 @@ class _Delivery:
             "last_error": self.last_error, "response_status": self.response_status,
         }
 
-    def body(self, time_ms: int) -> bytes:
-        """The request body of an attempt at ``time_ms``: ``dumps({"time_ms", "events"})``,
-        byte for byte, without decoding the events again."""
-        return b'{"time_ms":%d,"events":%s}' % (time_ms, self.payload)
+    def body(self, time_ms: int) -> tuple[bytes, bytes, bytes]:
+        """The request body of an attempt at ``time_ms`` in three parts: joined, they are
+        ``dumps({"time_ms": time_ms, "events": events})`` byte for byte."""
+        return b'{"time_ms":%d,"events":' % time_ms, self.payload, b"}"
 
     def truncate(self) -> None:
         """Cut every event's ``data`` to :data:`LOG_DATA_CHARS`, for the log."""
@@ -419,14 +420,16 @@ class Webhooks:
         headers = {
             **dict(endpoint.headers),
             "Content-Type": "application/json",  # exactly: pusher-http-node compares it
+            # With the length known, aiohttp sends the parts as they are, not chunked.
+            "Content-Length": str(sum(len(part) for part in body)),
             "X-Pusher-Key": app.key,
-            "X-Pusher-Signature": webhook_signature(app.secret, body),
+            "X-Pusher-Signature": webhook_signature(app.secret, *body),
         }
         try:
             # Redirects are not followed: a 3xx is a failure (and aiohttp would turn the POST
             # into a GET for 301/302).
             async with self._session.post(
-                endpoint.url, data=body, headers=headers, allow_redirects=False
+                endpoint.url, data=_parts(body), headers=headers, allow_redirects=False
             ) as response:
                 delivery.response_status = response.status
                 if 200 <= response.status < 300:
@@ -498,6 +501,12 @@ class Webhooks:
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
+
+
+async def _parts(body: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    """The body's parts as aiohttp streams a request body."""
+    for part in body:
+        yield part
 
 
 def _held_key(app: AppConfig, event: Event, leave: str) -> tuple[str, ...]:

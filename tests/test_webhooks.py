@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import ServerProcess
-from helpers import FakeClock, ListSink
+from helpers import FakeClock, ListSink, WsClient
 
 from pusher_compat.config import AppConfig, ServerConfig, WebhookEndpoint
 from pusher_compat.connection import Connection
@@ -791,3 +792,115 @@ async def test_server_sends_configured_webhooks_and_lists_them_in_the_api(
         assert (missing.status, await missing.json()) == (
             404, {"error": "No webhook delivery 'nope'", "code": 404}
         )
+
+
+# -- a flood of client events to an endpoint that never answers -------------------------------
+
+
+@pytest.fixture
+async def silent_url() -> AsyncIterator[str]:
+    """A loopback endpoint that reads every request and never answers: each webhook attempt
+    to it waits out ``webhook_timeout_seconds``, so deliveries pile up pending."""
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.add(writer)
+        try:
+            while await reader.read(65536):  # until the server gives up on the request
+                pass
+        finally:
+            writers.discard(writer)
+            writer.close()
+
+    listener = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/hook"
+    listener.close()
+    for writer in list(writers):
+        writer.transport.abort()  # the readers see the end of their stream and return
+    await listener.wait_closed()
+
+
+FLOOD_SOCKETS = 20
+FLOOD_RATE = 10
+"""Client events per second and socket (the app allows more, so none is refused)."""
+FLOOD_SECONDS = 10.0
+FLOOD_DATA = "x" * 10_000
+PENDING_BUDGET = 4 * 1024 * 1024
+LOG_BUDGET = 1024 * 1024
+FLOOD_MARGIN_KIB = 8 * 1024
+"""RSS growth allowed beyond the budgets: the bodies of the attempts in flight, aiohttp's
+connections to the endpoint, the sockets' buffers and the allocator's slack."""
+
+
+async def flood_socket(session: aiohttp.ClientSession, server: ServerProcess, n: int,
+                       until_time: float) -> int:
+    """Subscribe one socket to its own private channel and send FLOOD_RATE client events of
+    10 KB a second until ``until_time`` (loop time); return how many were sent."""
+    ws = await session.ws_connect(server.ws_url(), max_msg_size=0)
+    client = await WsClient.handshake(ws)
+    channel = f"private-flood-{n}"
+    auth = sign_auth(server.key, server.secret, channel_string(client.socket_id, channel))
+    await client.send("pusher:subscribe", {"channel": channel, "auth": auth})
+    assert (await client.frame())["event"] == "pusher_internal:subscription_succeeded"
+    loop = asyncio.get_running_loop()
+    sent, started = 0, loop.time()
+    while (now := loop.time()) < until_time:
+        await ws.send_str(json.dumps({"event": "client-flood", "channel": channel,
+                                      "data": FLOOD_DATA}))
+        sent += 1
+        await asyncio.sleep(max(0.0, started + sent / FLOOD_RATE - now))
+    await ws.close()
+    return sent
+
+
+def up_seconds(server: ServerProcess) -> float:
+    """Time one ``GET /up`` from a thread of its own, so that the flood's senders on the
+    test's event loop do not count in the server's answer time."""
+    started = time.monotonic()
+    with urllib.request.urlopen(server.url + "/up", timeout=5) as response:
+        assert response.status == 200
+    return time.monotonic() - started
+
+
+async def test_client_event_flood_to_a_silent_endpoint_keeps_memory_within_the_budgets(
+    silent_url: str, server_factory: Callable[..., ServerProcess]
+) -> None:
+    server = server_factory(f"""
+        [server]
+        webhook_max_pending_bytes = {PENDING_BUDGET}
+        webhook_log_max_bytes = {LOG_BUDGET}
+
+        [[apps]]
+        id = "1001"
+        key = "app-key"
+        secret = "app-secret"
+        max_client_events_per_second = {FLOOD_RATE * 2}
+
+        [[apps.webhooks]]
+        url = "{silent_url}"
+        event_types = ["client_event"]
+    """)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as session:
+        await asyncio.to_thread(up_seconds, server)
+        before = server.rss_kib()
+        end = loop.time() + FLOOD_SECONDS
+        flood = asyncio.gather(*(flood_socket(session, server, n, end)
+                                 for n in range(FLOOD_SOCKETS)))
+        peak, slowest = before, 0.0
+        while not flood.done():
+            assert loop.time() < end + 10, "the flood did not end"
+            slowest = max(slowest, await asyncio.to_thread(up_seconds, server))
+            peak = max(peak, server.rss_kib())
+            await asyncio.sleep(0.05)  # pacing the probes, not waiting for an outcome
+        sent = sum(await flood)
+        drops = await signed_request(session, server, "GET", "/metrics")
+        metrics = await drops.text()
+    growth = peak - before
+    print(f"flood: {sent} client events of 10 KB, RSS {before} -> {peak} KiB "
+          f"(+{growth} KiB), slowest /up {slowest * 1000:.1f} ms")
+    assert sent >= FLOOD_SOCKETS * FLOOD_RATE * FLOOD_SECONDS * 0.9
+    assert 'webhook_deliveries_dropped_total{app="1001",reason="pending_bytes"}' in metrics
+    assert growth < (PENDING_BUDGET + LOG_BUDGET) // 1024 + FLOOD_MARGIN_KIB
+    assert slowest < 0.1
