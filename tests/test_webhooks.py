@@ -794,6 +794,49 @@ async def test_server_sends_configured_webhooks_and_lists_them_in_the_api(
         )
 
 
+async def test_api_lists_a_truncated_delivery_and_refuses_to_replay_it_with_409(
+    receiver: Receiver, server_factory: Callable[..., ServerProcess]
+) -> None:
+    server = server_factory(f"""
+        [server]
+        webhook_batch_seconds = 0.02
+
+        [[apps]]
+        id = "1001"
+        key = "app-key"
+        secret = "app-secret"
+
+        [[apps.webhooks]]
+        url = "{receiver.url()}"
+        event_types = ["client_event"]
+    """)
+    async with aiohttp.ClientSession() as session:
+        ws = await private_socket(session, server, "private-chat")
+        await ws.send_str(json.dumps({"event": "client-m", "channel": "private-chat",
+                                      "data": "x" * 300}))
+        await receiver.wait(1)
+
+        async def delivered() -> list[dict[str, Any]]:
+            response = await signed_request(session, server, "GET",
+                                            "/apps/1001/webhooks/deliveries")
+            entries = (await response.json())["deliveries"]
+            return [e for e in entries if e["status"] == "delivered"]
+
+        deadline = asyncio.get_running_loop().time() + 5
+        while not (entries := await delivered()):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        [entry] = entries
+        assert (entry["truncated"], entry["events"][0]["data"]) == (True, "x" * 256)
+        replay = await signed_request(
+            session, server, "POST", f"/apps/1001/webhooks/deliveries/{entry['id']}/replay")
+        assert (replay.status, await replay.json()) == (409, {
+            "error": f"Webhook delivery {entry['id']!r} was logged with its event data "
+                     "truncated to 256 characters and cannot be replayed",
+            "code": 409})
+    assert len(receiver.requests) == 1
+
+
 # -- a flood of client events to an endpoint that never answers -------------------------------
 
 
@@ -833,16 +876,24 @@ FLOOD_MARGIN_KIB = 8 * 1024
 connections to the endpoint, the sockets' buffers and the allocator's slack."""
 
 
+async def private_socket(session: aiohttp.ClientSession, server: ServerProcess,
+                         channel: str) -> aiohttp.ClientWebSocketResponse:
+    """A socket of the server's app subscribed to the private ``channel``, signed as an auth
+    endpoint signs it."""
+    ws = await session.ws_connect(server.ws_url())
+    client = await WsClient.handshake(ws)
+    auth = sign_auth(server.key, server.secret, channel_string(client.socket_id, channel))
+    await client.send("pusher:subscribe", {"channel": channel, "auth": auth})
+    assert (await client.frame())["event"] == "pusher_internal:subscription_succeeded"
+    return ws
+
+
 async def flood_socket(session: aiohttp.ClientSession, server: ServerProcess, n: int,
                        until_time: float) -> int:
     """Subscribe one socket to its own private channel and send FLOOD_RATE client events of
     10 KB a second until ``until_time`` (loop time); return how many were sent."""
-    ws = await session.ws_connect(server.ws_url(), max_msg_size=0)
-    client = await WsClient.handshake(ws)
     channel = f"private-flood-{n}"
-    auth = sign_auth(server.key, server.secret, channel_string(client.socket_id, channel))
-    await client.send("pusher:subscribe", {"channel": channel, "auth": auth})
-    assert (await client.frame())["event"] == "pusher_internal:subscription_succeeded"
+    ws = await private_socket(session, server, channel)
     loop = asyncio.get_running_loop()
     sent, started = 0, loop.time()
     while (now := loop.time()) < until_time:
@@ -904,3 +955,4 @@ async def test_client_event_flood_to_a_silent_endpoint_keeps_memory_within_the_b
     assert 'webhook_deliveries_dropped_total{app="1001",reason="pending_bytes"}' in metrics
     assert growth < (PENDING_BUDGET + LOG_BUDGET) // 1024 + FLOOD_MARGIN_KIB
     assert slowest < 0.1
+
