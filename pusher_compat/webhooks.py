@@ -32,6 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import aiohttp
@@ -41,7 +42,7 @@ from .limits import ByteBudget
 from .signatures import webhook_signature
 from .wire import dumps, loads
 
-__all__ = ["LOG_DATA_CHARS", "NotReplayable", "Webhooks"]
+__all__ = ["LOG_DATA_CHARS", "Drop", "NotReplayable", "Webhooks"]
 
 log = logging.getLogger("pusher_compat.webhooks")
 
@@ -50,8 +51,6 @@ _MAX_BATCH_EVENTS = 1000
 """A batch this full is sent at once, so a flood of client events cannot grow it unbounded."""
 _LEAVES = {"channel_vacated": "channel_occupied", "member_removed": "member_added"}
 _RETURNS = {back: leave for leave, back in _LEAVES.items()}
-_DROPPED = "dropped: too many pending deliveries"
-_DROPPED_BYTES = "dropped: pending deliveries over webhook_max_pending_bytes"
 _SHUTDOWN = "cancelled: server shutting down"
 LOG_DATA_CHARS = 256
 """Characters of an event's ``data`` kept in the delivery log: enough to recognise a message,
@@ -60,6 +59,24 @@ _DROP_LOG_SECONDS = 10.0
 """At most one warning about dropped deliveries this often; the counts are exact anyway."""
 
 Event = dict[str, Any]
+
+
+class Drop(Enum):
+    """Why a delivery was let go: the ``reason`` label of the dropped-deliveries metric."""
+
+    PENDING_LIMIT = "pending_limit"
+    """More than ``webhook_max_pending`` deliveries pending: one failed unsent."""
+    PENDING_BYTES = "pending_bytes"
+    """Pending deliveries over ``webhook_max_pending_bytes``: one failed unsent."""
+    LOG_BYTES = "log_bytes"
+    """A settled delivery left the log early, to keep it within ``webhook_log_max_bytes``."""
+
+
+_DROP_ERRORS = {
+    Drop.PENDING_LIMIT: "dropped: too many pending deliveries",
+    Drop.PENDING_BYTES: "dropped: pending deliveries over webhook_max_pending_bytes",
+}
+"""The ``last_error`` of a pending delivery dropped for that reason."""
 
 
 @dataclass(slots=True, eq=False)
@@ -191,9 +208,8 @@ class Webhooks:
         # The pending deliveries made only of client events, oldest first: dropped first.
         self._pending_client: dict[str, _Delivery] = {}
         self._logs: dict[str, _AppLog] = {}
-        self._dropped: dict[str, dict[str, int]] = {}
-        """Deliveries dropped so far, by app id and reason (``pending_limit``,
-        ``pending_bytes``, ``log_bytes``)."""
+        self._dropped: dict[str, dict[Drop, int]] = {}
+        """Deliveries dropped so far, by app id and reason."""
         self._drops_unreported = 0
         self._drops_reported_at = float("-inf")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -330,16 +346,16 @@ class Webhooks:
         client-event-only deliveries first, then the oldest."""
         while True:
             if len(self._pending) > max(1, self._server.webhook_max_pending):
-                reason, error = "pending_limit", _DROPPED
+                reason = Drop.PENDING_LIMIT
             elif self._pending_bytes.over:
-                reason, error = "pending_bytes", _DROPPED_BYTES
+                reason = Drop.PENDING_BYTES
             else:
                 return
             victim = next(iter((self._pending_client or self._pending).values()))
-            self._settle(victim, "failed", error)
+            self._settle(victim, "failed", _DROP_ERRORS[reason])
             self._count_drop(victim, reason)
 
-    def _count_drop(self, delivery: _Delivery, reason: str) -> None:
+    def _count_drop(self, delivery: _Delivery, reason: Drop) -> None:
         """Count a dropped delivery; warn at once, then at most every _DROP_LOG_SECONDS."""
         counts = self._dropped.setdefault(delivery.app.id, {})
         counts[reason] = counts.get(reason, 0) + 1
@@ -352,7 +368,7 @@ class Webhooks:
             "of events to %s (%s; limits: webhook_max_pending %d, webhook_max_pending_bytes "
             "%d, webhook_log_max_bytes %d)",
             self._drops_unreported, delivery.app.id, len(delivery.payload),
-            delivery.endpoint.url, reason, self._server.webhook_max_pending,
+            delivery.endpoint.url, reason.value, self._server.webhook_max_pending,
             self._server.webhook_max_pending_bytes, self._server.webhook_log_max_bytes)
         self._drops_unreported = 0
         self._drops_reported_at = now
@@ -375,7 +391,7 @@ class Webhooks:
         self._pending_bytes.remove(len(delivery.payload))
         self._pending_client.pop(delivery.id, None)
         for evicted in self._app_log(delivery.app.id).keep(delivery):
-            self._count_drop(evicted, "log_bytes")
+            self._count_drop(evicted, Drop.LOG_BYTES)
         task = delivery.task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -455,9 +471,8 @@ class Webhooks:
         return [d.entry() for d in self._logged(app_id) if status is None or d.status == status]
 
     def dropped(self, app_id: str) -> dict[str, int]:
-        """Deliveries of the app dropped so far, by reason: ``pending_limit`` and
-        ``pending_bytes`` (pending, failed unsent), ``log_bytes`` (settled, left the log)."""
-        return dict(self._dropped.get(app_id, {}))
+        """Deliveries of the app dropped so far, by reason (a :class:`Drop` value)."""
+        return {reason.value: count for reason, count in self._dropped.get(app_id, {}).items()}
 
     async def replay(self, app_id: str, delivery_id: str) -> dict[str, Any]:
         """Send a logged delivery's events again, now, as a new delivery signed afresh.
