@@ -136,6 +136,12 @@ class ServerConfig:
     """Webhook requests queued or retrying at once, per process; past it the oldest fail."""
     webhook_log_size: int = 1000
     """Deliveries kept per app for ``GET /apps/{id}/webhooks/deliveries``."""
+    webhook_max_pending_bytes: int = 64 * 1024 * 1024
+    """Bytes of encoded events in pending webhook requests, per process; past it pending
+    deliveries fail, those of client events only first, then the oldest."""
+    webhook_log_max_bytes: int = 8 * 1024 * 1024
+    """Bytes of encoded (truncated) events in one app's delivery log; past it the oldest
+    delivered entries leave first, then the oldest failed ones."""
     drain_seconds: float = 5.0
     """On SIGTERM, sockets are closed with 4200 in small jittered batches over this window, so
     clients do not all reconnect at the same instant; 0 closes them all at once."""
@@ -356,6 +362,9 @@ def load_settings(
     for key in ("request_head_timeout", "http_keepalive_timeout"):
         if getattr(server, key) <= 0:
             raise ConfigError(f"{source}: server.{key} must be positive")
+    for budget in ("webhook_max_pending_bytes", "webhook_log_max_bytes"):
+        if getattr(server, budget) < 1:
+            raise ConfigError(f"{source}: server.{budget} must be at least 1 byte")
     _check_tls(server, source)
     raw_apps = data.get("apps")
     if raw_apps is None:

@@ -22,6 +22,7 @@ from .config import AppConfig, Settings
 from .hub import Hub
 from .metrics import counted
 from .stats import StatisticsApi
+from .webhooks import NotReplayable
 
 __all__ = ["HttpApi"]
 
@@ -334,3 +335,5 @@ class HttpApi:
             return {"delivery": await self._webhooks.replay(app.id, delivery_id)}
         except KeyError:
             raise ApiError(404, f"No webhook delivery {delivery_id!r}") from None
+        except NotReplayable as error:
+            raise ApiError(409, str(error)) from None

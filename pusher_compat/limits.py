@@ -1,12 +1,13 @@
-"""Rate limiting: one fixed one-second window, shared by every limit that counts per second,
-and a throttle of failed attempts (password guesses) per client address and overall."""
+"""Limits: one fixed one-second window, shared by every limit that counts per second; one
+byte budget, shared by every queue bounded in bytes; and a throttle of failed attempts
+(password guesses) per client address and overall."""
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-__all__ = ["FailureThrottle", "PerSecond"]
+__all__ = ["ByteBudget", "FailureThrottle", "PerSecond"]
 
 
 class PerSecond:
@@ -123,3 +124,30 @@ class FailureThrottle:
             if oldest.locked_until + self.forget_after > now:
                 break
             keys.popitem(last=False)
+
+
+class ByteBudget:
+    """Bytes held against a ``limit``: the holder adds what it keeps, removes what it lets go,
+    and sheds its oldest (or least useful) items while :attr:`over` is true.
+
+    The budget only counts; what to shed is the holder's policy.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        """Bytes allowed."""
+        self.used = 0
+        """Bytes held now."""
+
+    def add(self, size: int) -> None:
+        self.used += size
+
+    def remove(self, size: int) -> None:
+        self.used -= size
+
+    @property
+    def over(self) -> bool:
+        """Whether more than ``limit`` bytes are held."""
+        return self.used > self.limit

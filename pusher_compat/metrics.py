@@ -25,6 +25,9 @@ Families (every sample has an ``app`` label; counters are exposed with ``_total`
 * ``pusher_compat_cluster_events_dropped_total{reason}`` (counter): events published while
   Redis was unreachable that the outbox let go (``bytes``, ``age``, ``stopped``), so they
   reached only this node's sockets.
+* ``pusher_compat_webhook_deliveries_dropped_total{reason}`` (counter): deliveries dropped
+  over a limit: ``pending_limit``, ``pending_bytes`` (failed unsent), ``log_bytes`` (left the
+  delivery log early).
 
 Server-wide, without an ``app`` label (:class:`PendingHeadsCollector`):
 
@@ -34,14 +37,14 @@ Server-wide, without an ``app`` label (:class:`PendingHeadsCollector`):
 * ``pusher_compat_request_head_timeouts_total`` (counter): connections closed because their
   request head was not complete within ``request_head_timeout``.
 
-Adapter latency is left out: there is no Redis adapter yet.
+Adapter latency is not measured.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -61,11 +64,18 @@ __all__ = [
     "HubCollector",
     "Metrics",
     "PendingHeadsCollector",
+    "WebhookLog",
     "counted",
     "metrics_handler",
 ]
 
 _PREFIX = "pusher_compat_"
+
+
+class WebhookLog(DeliveryLog, Protocol):
+    """What the metrics read of the webhook dispatcher: its log and its drop counts."""
+
+    def dropped(self, app_id: str) -> dict[str, int]: ...
 
 
 class ApiCallCounter:
@@ -107,11 +117,12 @@ class HubCollector(Collector):
     def __init__(
         self,
         hub: Hub,
-        webhooks: DeliveryLog | None,
+        webhooks: WebhookLog | None,
         api_calls: ApiCallCounter,
         app_ids: Iterable[str],
     ) -> None:
         self._hub = hub
+        self._webhooks = webhooks
         self._tally = WebhookTally(webhooks)
         self._api_calls = api_calls
         self._app_ids = tuple(app_ids)
@@ -154,7 +165,10 @@ class HubCollector(Collector):
             _PREFIX + "cluster_events_dropped",
             "Events published while Redis was unreachable and never sent to the other nodes, "
             "by reason.", labels=[*app, "reason"])
-        drops = self._hub.adapter.dropped
+        cluster_drops = self._hub.adapter.dropped
+        webhooks_dropped = CounterMetricFamily(
+            _PREFIX + "webhook_deliveries_dropped", "Webhook deliveries dropped, by reason.",
+            labels=[*app, "reason"])
         active = set(self._hub.app_ids())
         for app_id in self._app_ids:
             # Apps without any activity yet are read as zeros, not added to the hub.
@@ -185,16 +199,19 @@ class HubCollector(Collector):
             for result in ("delivered", "failed"):
                 deliveries.add_metric([app_id, result], totals[result])
             pending.add_metric([app_id], totals["pending"])
-            for (dropped_app, reason), count in sorted(drops.items()):
+            for (dropped_app, reason), count in sorted(cluster_drops.items()):
                 if dropped_app == app_id:
                     dropped.add_metric([app_id, reason], count)
+            drops = self._webhooks.dropped(app_id) if self._webhooks is not None else {}
+            for reason, count in sorted(drops.items()):
+                webhooks_dropped.add_metric([app_id, reason], count)
         ready = GaugeMetricFamily(
             _PREFIX + "cluster_ready",
             "1 while this node is part of its cluster (always, with the local adapter).")
         ready.add_metric([], 1 if self._hub.adapter.ready else 0)
         yield from (connections, channels, subscriptions, members, messages_in, messages_out,
                     bytes_in, bytes_out, api_messages, api_requests, deliveries, pending,
-                    dropped, ready)
+                    webhooks_dropped, dropped, ready)
 
 
 class PendingHeadsCollector(Collector):
@@ -227,7 +244,7 @@ class Metrics:
     :class:`ApiCallCounter` the API endpoints feed."""
 
     def __init__(
-        self, hub: Hub, webhooks: DeliveryLog | None, apps: Iterable[AppConfig],
+        self, hub: Hub, webhooks: WebhookLog | None, apps: Iterable[AppConfig],
         heads: PendingHeads | None = None,
     ) -> None:
         apps = tuple(apps)

@@ -56,9 +56,13 @@ def verify_auth(key: str, secret: str, auth: str, string_to_sign: str) -> bool:
     return hmac.compare_digest(expected.encode(), auth.encode())
 
 
-def webhook_signature(secret: str, body: bytes) -> str:
-    """``X-Pusher-Signature`` of a webhook body."""
-    return hmac_hex(secret, body)
+def webhook_signature(secret: str, *body: bytes) -> str:
+    """``X-Pusher-Signature`` of a webhook body, given whole or as consecutive parts (a body
+    sent in parts is signed without joining them into one more copy)."""
+    mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+    for part in body:
+        mac.update(part)
+    return mac.hexdigest()
 
 
 def shared_secret(channel: str, master_key: bytes) -> str:

@@ -8,6 +8,17 @@ The hub reports channel-state changes through :meth:`Webhooks.channel_event` (a
 first, and a quick return cancels both the leave and the return, as Pusher does. Failed
 requests are retried with exponential backoff for ``webhook_retry_seconds``. Nothing here
 blocks the event loop, and every queue is bounded.
+
+Memory is bounded in bytes as well as in deliveries. A delivery's events are encoded once, when
+the batch closes, and only those bytes are kept (each attempt wraps them with its own
+``time_ms``); pending deliveries share ``webhook_max_pending_bytes``. Past it, or past
+``webhook_max_pending``, pending deliveries are dropped (failed): those made only of
+``client_event`` first, as a chat message matters less than a ``member_removed``, then the
+oldest. A settled delivery enters the log with each event's ``data`` cut to
+:data:`LOG_DATA_CHARS`, and each app's log keeps ``webhook_log_max_bytes``, shedding its oldest
+delivered entries first, then its oldest failures. Drops are counted per app and reason
+(:meth:`Webhooks.dropped`, for ``/metrics``) and logged at most every
+:data:`_DROP_LOG_SECONDS`.
 """
 
 from __future__ import annotations
@@ -19,17 +30,19 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import aiohttp
 
 from .config import AppConfig, ServerConfig, WebhookEndpoint
+from .limits import ByteBudget
 from .signatures import webhook_signature
-from .wire import dumps
+from .wire import dumps, loads
 
-__all__ = ["Webhooks"]
+__all__ = ["LOG_DATA_CHARS", "Drop", "NotReplayable", "Webhooks"]
 
 log = logging.getLogger("pusher_compat.webhooks")
 
@@ -38,10 +51,32 @@ _MAX_BATCH_EVENTS = 1000
 """A batch this full is sent at once, so a flood of client events cannot grow it unbounded."""
 _LEAVES = {"channel_vacated": "channel_occupied", "member_removed": "member_added"}
 _RETURNS = {back: leave for leave, back in _LEAVES.items()}
-_DROPPED = "dropped: too many pending deliveries"
 _SHUTDOWN = "cancelled: server shutting down"
+LOG_DATA_CHARS = 256
+"""Characters of an event's ``data`` kept in the delivery log: enough to recognise a message,
+while a flood of 10 KB client events costs the log a few hundred bytes per event."""
+_DROP_LOG_SECONDS = 10.0
+"""At most one warning about dropped deliveries this often; the counts are exact anyway."""
 
 Event = dict[str, Any]
+
+
+class Drop(Enum):
+    """Why a delivery was let go: the ``reason`` label of the dropped-deliveries metric."""
+
+    PENDING_LIMIT = "pending_limit"
+    """More than ``webhook_max_pending`` deliveries pending: one failed unsent."""
+    PENDING_BYTES = "pending_bytes"
+    """Pending deliveries over ``webhook_max_pending_bytes``: one failed unsent."""
+    LOG_BYTES = "log_bytes"
+    """A settled delivery left the log early, to keep it within ``webhook_log_max_bytes``."""
+
+
+_DROP_ERRORS = {
+    Drop.PENDING_LIMIT: "dropped: too many pending deliveries",
+    Drop.PENDING_BYTES: "dropped: pending deliveries over webhook_max_pending_bytes",
+}
+"""The ``last_error`` of a pending delivery dropped for that reason."""
 
 
 @dataclass(slots=True, eq=False)
@@ -52,22 +87,46 @@ class _Delivery:
     seq: int
     app: AppConfig
     endpoint: WebhookEndpoint
-    events: list[Event]
+    payload: bytes
+    """The events as a JSON array, encoded once: every attempt's body is sent as these bytes
+    between a prefix with its ``time_ms`` and a ``}``, never joined into a copy, so they are
+    what the byte budgets count."""
+    client_events_only: bool
+    """Made only of ``client_event``: dropped first when pending deliveries are over budget."""
     created_ms: int
     status: str = "pending"
     attempts: int = 0
     last_attempt_ms: int | None = None
     last_error: str | None = None
     response_status: int | None = None
+    truncated: bool = False
+    """Some event's ``data`` was cut when the delivery entered the log: it cannot be replayed."""
     task: asyncio.Task[None] | None = None
 
     def entry(self) -> dict[str, Any]:
         return {
             "id": self.id, "url": self.endpoint.url, "status": self.status,
-            "attempts": self.attempts, "events": list(self.events),
+            "attempts": self.attempts, "events": loads(self.payload),
+            "truncated": self.truncated,
             "created_ms": self.created_ms, "last_attempt_ms": self.last_attempt_ms,
             "last_error": self.last_error, "response_status": self.response_status,
         }
+
+    def body(self, time_ms: int) -> tuple[bytes, bytes, bytes]:
+        """The request body of an attempt at ``time_ms`` in three parts: joined, they are
+        ``dumps({"time_ms": time_ms, "events": events})`` byte for byte."""
+        return b'{"time_ms":%d,"events":' % time_ms, self.payload, b"}"
+
+    def truncate(self) -> None:
+        """Cut every event's ``data`` to :data:`LOG_DATA_CHARS`, for the log."""
+        events = loads(self.payload)
+        for event in events:
+            data = event.get("data")
+            if isinstance(data, str) and len(data) > LOG_DATA_CHARS:
+                event["data"] = data[:LOG_DATA_CHARS]
+                self.truncated = True
+        if self.truncated:
+            self.payload = dumps(events)
 
 
 @dataclass(slots=True)
@@ -81,11 +140,40 @@ class _Batch:
     timer: asyncio.TimerHandle | None = None
 
 
+class NotReplayable(Exception):
+    """The logged delivery's events were truncated: sending them again would send other data."""
+
+
 @dataclass(slots=True)
 class _AppLog:
-    log: deque[_Delivery]
-    failed: deque[_Delivery]
+    """One app's settled deliveries, at most ``size`` of each status and ``budget`` bytes."""
+
+    size: int
+    budget: ByteBudget
+    """Bytes of the kept (truncated) payloads."""
+    delivered: deque[_Delivery] = field(default_factory=deque)
+    failed: deque[_Delivery] = field(default_factory=deque)
     """Failures kept apart, so that a flood of successes does not push them out of sight."""
+
+    def keep(self, delivery: _Delivery) -> list[_Delivery]:
+        """Add a settled delivery; return those evicted to stay within the byte budget: the
+        oldest delivered first, then the oldest failed, always keeping one entry, so that a
+        delivery alone over budget is still visible."""
+        delivery.truncate()
+        kept = self.failed if delivery.status == "failed" else self.delivered
+        kept.append(delivery)
+        self.budget.add(len(delivery.payload))
+        if len(kept) > self.size:
+            self._evict(kept)
+        evicted: list[_Delivery] = []
+        while self.budget.over and len(self.delivered) + len(self.failed) > 1:
+            evicted.append(self._evict(self.delivered if self.delivered else self.failed))
+        return evicted
+
+    def _evict(self, kept: deque[_Delivery]) -> _Delivery:
+        oldest = kept.popleft()
+        self.budget.remove(len(oldest.payload))
+        return oldest
 
 
 class Webhooks:
@@ -116,7 +204,14 @@ class Webhooks:
         self._held: dict[tuple[str, ...], tuple[float, AppConfig, Event]] = {}
         self._held_timer: asyncio.TimerHandle | None = None
         self._pending: dict[str, _Delivery] = {}
+        self._pending_bytes = ByteBudget(server.webhook_max_pending_bytes)
+        # The pending deliveries made only of client events, oldest first: dropped first.
+        self._pending_client: dict[str, _Delivery] = {}
         self._logs: dict[str, _AppLog] = {}
+        self._dropped: dict[str, dict[Drop, int]] = {}
+        """Deliveries dropped so far, by app id and reason."""
+        self._drops_unreported = 0
+        self._drops_reported_at = float("-inf")
         self._tasks: set[asyncio.Task[None]] = set()
         self._keys = itertools.count()
 
@@ -225,25 +320,58 @@ class Webhooks:
         for endpoint in batch.app.webhooks:
             wanted = [event for event in events if endpoint.wants(event)]
             if wanted:
-                delivery = self._new_delivery(batch.app, endpoint, wanted)
-                self._spawn(delivery, self._send(delivery))
+                client_only = all(event["name"] == "client_event" for event in wanted)
+                delivery = self._new_delivery(batch.app, endpoint, dumps(wanted), client_only)
+                if delivery.status == "pending":
+                    self._spawn(delivery, self._send(delivery))
 
     # -- deliveries ------------------------------------------------------------------------
 
     def _new_delivery(
-        self, app: AppConfig, endpoint: WebhookEndpoint, events: list[Event]
+        self, app: AppConfig, endpoint: WebhookEndpoint, payload: bytes, client_only: bool
     ) -> _Delivery:
-        """Register a pending delivery, failing the oldest pending one past the limit."""
-        while self._pending and len(self._pending) >= max(1, self._server.webhook_max_pending):
-            oldest = next(iter(self._pending.values()))
-            log.warning("webhook to %s %s", oldest.endpoint.url, _DROPPED)
-            self._settle(oldest, "failed", _DROPPED)
-        delivery = _Delivery(
-            uuid.uuid4().hex, next(self._keys), app, endpoint, events, self._now_ms()
-        )
+        """Register a pending delivery of the encoded events ``payload``, then drop pending
+        deliveries past the limits (maybe this one: check its status before sending)."""
+        delivery = _Delivery(uuid.uuid4().hex, next(self._keys), app, endpoint, payload,
+                             client_only, self._now_ms())
         self._pending[delivery.id] = delivery
-        self._app_log(app.id).log.append(delivery)
+        self._pending_bytes.add(len(payload))
+        if client_only:
+            self._pending_client[delivery.id] = delivery
+        self._shed_pending()
         return delivery
+
+    def _shed_pending(self) -> None:
+        """Fail pending deliveries while over ``webhook_max_pending`` or its byte budget:
+        client-event-only deliveries first, then the oldest."""
+        while True:
+            if len(self._pending) > max(1, self._server.webhook_max_pending):
+                reason = Drop.PENDING_LIMIT
+            elif self._pending_bytes.over:
+                reason = Drop.PENDING_BYTES
+            else:
+                return
+            victim = next(iter((self._pending_client or self._pending).values()))
+            self._settle(victim, "failed", _DROP_ERRORS[reason])
+            self._count_drop(victim, reason)
+
+    def _count_drop(self, delivery: _Delivery, reason: Drop) -> None:
+        """Count a dropped delivery; warn at once, then at most every _DROP_LOG_SECONDS."""
+        counts = self._dropped.setdefault(delivery.app.id, {})
+        counts[reason] = counts.get(reason, 0) + 1
+        self._drops_unreported += 1
+        now = self._clock()
+        if now - self._drops_reported_at < _DROP_LOG_SECONDS:
+            return
+        log.warning(
+            "webhook deliveries dropped since the last report: %d; latest: app %s, %d bytes "
+            "of events to %s (%s; limits: webhook_max_pending %d, webhook_max_pending_bytes "
+            "%d, webhook_log_max_bytes %d)",
+            self._drops_unreported, delivery.app.id, len(delivery.payload),
+            delivery.endpoint.url, reason.value, self._server.webhook_max_pending,
+            self._server.webhook_max_pending_bytes, self._server.webhook_log_max_bytes)
+        self._drops_unreported = 0
+        self._drops_reported_at = now
 
     def _spawn(self, delivery: _Delivery, work: Coroutine[Any, Any, None]) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -259,9 +387,11 @@ class Webhooks:
         delivery.status = status
         if error is not None:
             delivery.last_error = error
-        self._pending.pop(delivery.id, None)
-        if status == "failed":
-            self._app_log(delivery.app.id).failed.append(delivery)
+        del self._pending[delivery.id]
+        self._pending_bytes.remove(len(delivery.payload))
+        self._pending_client.pop(delivery.id, None)
+        for evicted in self._app_log(delivery.app.id).keep(delivery):
+            self._count_drop(evicted, Drop.LOG_BYTES)
         task = delivery.task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -301,19 +431,21 @@ class Webhooks:
         app, endpoint = delivery.app, delivery.endpoint
         delivery.attempts += 1
         delivery.last_attempt_ms = self._now_ms()
-        body = dumps({"time_ms": delivery.last_attempt_ms, "events": delivery.events})
+        body = delivery.body(delivery.last_attempt_ms)
         # The protocol headers come last: an endpoint's extra headers cannot break validation.
         headers = {
             **dict(endpoint.headers),
             "Content-Type": "application/json",  # exactly: pusher-http-node compares it
+            # With the length known, aiohttp sends the parts as they are, not chunked.
+            "Content-Length": str(sum(len(part) for part in body)),
             "X-Pusher-Key": app.key,
-            "X-Pusher-Signature": webhook_signature(app.secret, body),
+            "X-Pusher-Signature": webhook_signature(app.secret, *body),
         }
         try:
             # Redirects are not followed: a 3xx is a failure (and aiohttp would turn the POST
             # into a GET for 301/302).
             async with self._session.post(
-                endpoint.url, data=body, headers=headers, allow_redirects=False
+                endpoint.url, data=_parts(body), headers=headers, allow_redirects=False
             ) as response:
                 delivery.response_status = response.status
                 if 200 <= response.status < 300:
@@ -334,21 +466,33 @@ class Webhooks:
     # -- the delivery log ------------------------------------------------------------------
 
     def deliveries(self, app_id: str, status: str | None = None) -> list[dict[str, Any]]:
-        """The app's recent deliveries, oldest first, optionally only those in ``status``
-        (``pending``, ``delivered`` or ``failed``)."""
+        """The app's pending and recent deliveries, oldest first, optionally only those in
+        ``status`` (``pending``, ``delivered`` or ``failed``)."""
         return [d.entry() for d in self._logged(app_id) if status is None or d.status == status]
+
+    def dropped(self, app_id: str) -> dict[str, int]:
+        """Deliveries of the app dropped so far, by reason (a :class:`Drop` value)."""
+        return {reason.value: count for reason, count in self._dropped.get(app_id, {}).items()}
 
     async def replay(self, app_id: str, delivery_id: str) -> dict[str, Any]:
         """Send a logged delivery's events again, now, as a new delivery signed afresh.
 
         Waits for the first attempt only; if it fails, the new delivery is retried in the
         background as any other. Returns the new delivery's entry; ``KeyError`` if the app
-        has no delivery ``delivery_id`` in its log.
+        has no delivery ``delivery_id`` in its log, :class:`NotReplayable` if its events were
+        truncated there.
         """
         original = next((d for d in self._logged(app_id) if d.id == delivery_id), None)
         if original is None:
             raise KeyError(delivery_id)
-        delivery = self._new_delivery(original.app, original.endpoint, original.events)
+        if original.truncated:
+            raise NotReplayable(
+                f"Webhook delivery {delivery_id!r} was logged with its event data truncated "
+                f"to {LOG_DATA_CHARS} characters and cannot be replayed")
+        delivery = self._new_delivery(original.app, original.endpoint, original.payload,
+                                      original.client_events_only)
+        if delivery.status != "pending":  # dropped at once: over the pending limits
+            return delivery.entry()
         deadline = asyncio.get_running_loop().time() + self._server.webhook_retry_seconds
         if await self._attempt(delivery):
             self._settle(delivery, "delivered")
@@ -357,22 +501,27 @@ class Webhooks:
         return delivery.entry()
 
     def _logged(self, app_id: str) -> list[_Delivery]:
-        """The app's log and its kept failures, merged without duplicates, oldest first."""
+        """The app's pending deliveries and its log, oldest first."""
+        pending = [d for d in self._pending.values() if d.app.id == app_id]
         app_log = self._logs.get(app_id)
-        if app_log is None:
-            return []
-        unique = {d.id: d for d in (*app_log.log, *app_log.failed)}
-        return sorted(unique.values(), key=lambda d: d.seq)
+        settled = [*app_log.delivered, *app_log.failed] if app_log is not None else []
+        return sorted((*pending, *settled), key=lambda d: d.seq)
 
     def _app_log(self, app_id: str) -> _AppLog:
         app_log = self._logs.get(app_id)
         if app_log is None:
-            size = self._server.webhook_log_size
-            app_log = self._logs[app_id] = _AppLog(deque(maxlen=size), deque(maxlen=size))
+            budget = ByteBudget(self._server.webhook_log_max_bytes)
+            app_log = self._logs[app_id] = _AppLog(self._server.webhook_log_size, budget)
         return app_log
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
+
+
+async def _parts(body: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    """The body's parts as aiohttp streams a request body."""
+    for part in body:
+        yield part
 
 
 def _held_key(app: AppConfig, event: Event, leave: str) -> tuple[str, ...]:

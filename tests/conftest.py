@@ -69,6 +69,12 @@ class ServerProcess:
     ) -> str:
         return f"ws://{self.host}:{self.port}/app/{key or self.key}?{query}"
 
+    def rss_kib(self) -> int:
+        """Resident memory of the server process now (``VmRSS``), in KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+                   .split()[1])
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

@@ -95,10 +95,13 @@ def test_file_without_apps_takes_the_app_from_the_environment(tmp_path: Path) ->
         ("[[apps]]\nid='1'\nkey='k'\nsecret='s'\n[[apps.webhooks]]\nurl='http://x'\n"
          "event_types=['nope']\n", "apps[0].webhooks[0].event_types must list names among"),
         ("[auth]\njwt_secret = 5\n", "auth.jwt_secret"),
+        ("[server]\nwebhook_log_max_bytes = 0\n",
+         "server.webhook_log_max_bytes must be at least 1 byte"),
     ],
     ids=["wrong-type", "unknown-key", "negative", "log-level", "zero-timeout", "unknown-section",
          "missing-secret", "bool-type", "duplicate-id", "empty-apps", "bad-toml",
-         "master-key", "webhook-url", "webhook-events", "auth-type"],
+         "master-key", "webhook-url", "webhook-events", "auth-type",
+         "zero-byte-budget"],
 )
 def test_invalid_file_names_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)

@@ -19,7 +19,7 @@ from pusher_compat.config import AppConfig, ServerConfig, Settings
 from pusher_compat.connection import Connection
 from pusher_compat.http_api import HttpApi
 from pusher_compat.hub import Hub
-from pusher_compat.limits import FailureThrottle, PerSecond
+from pusher_compat.limits import ByteBudget, FailureThrottle, PerSecond
 from pusher_compat.server import HUB, create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -70,6 +70,17 @@ def test_per_second_counts_cost_and_a_refused_take_uses_nothing() -> None:
 def test_per_second_zero_is_unlimited() -> None:
     rate = PerSecond(0)
     assert all(rate.allow(0.0, 1000) for _ in range(100))
+
+
+def test_byte_budget_is_over_only_past_its_limit() -> None:
+    budget = ByteBudget(100)
+    budget.add(60)
+    budget.add(40)
+    assert (budget.used, budget.over) == (100, False)
+    budget.add(1)
+    assert (budget.used, budget.over) == (101, True)
+    budget.remove(60)
+    assert (budget.used, budget.over) == (41, False)
 
 
 # -- WebSocket admission -------------------------------------------------------------------

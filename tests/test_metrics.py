@@ -136,9 +136,13 @@ class FakeDeliveryLog:
 
     def __init__(self) -> None:
         self.entries: dict[str, list[dict[str, Any]]] = {}
+        self.drops: dict[str, dict[str, int]] = {}
 
     def deliveries(self, app_id: str, status: str | None = None) -> list[dict[str, Any]]:
         return [e for e in self.entries.get(app_id, []) if status in (None, e["status"])]
+
+    def dropped(self, app_id: str) -> dict[str, int]:
+        return self.drops.get(app_id, {})
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -222,6 +226,19 @@ async def test_webhook_results_are_counted_once_per_delivery(aiohttp_client: Any
         sample("webhook_deliveries_total", app="2002", result="delivered"): 1,
         sample("webhook_deliveries_total", app="2002", result="failed"): 1,
         sample("webhook_deliveries_pending", app="2002"): 2,
+    }
+
+
+async def test_dropped_webhook_deliveries_are_counted_by_reason(aiohttp_client: Any) -> None:
+    deliveries = FakeDeliveryLog()
+    client = await aiohttp_client(server_app(Hub(), deliveries))
+    deliveries.drops["2002"] = {"pending_bytes": 3, "log_bytes": 1}
+
+    samples = await scrape(client)
+
+    assert {key: value for key, value in samples.items() if "dropped" in key[0]} == {
+        sample("webhook_deliveries_dropped_total", app="2002", reason="pending_bytes"): 3,
+        sample("webhook_deliveries_dropped_total", app="2002", reason="log_bytes"): 1,
     }
 
 

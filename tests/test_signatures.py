@@ -151,6 +151,15 @@ def test_webhook_signature_matches_docs_vector() -> None:
     )
 
 
+def test_webhook_signature_of_a_body_in_parts_is_that_of_the_joined_body() -> None:
+    parts = (b'{"time_ms":1327078148132,"events":',
+             b'[{"name":"channel_occupied","channel":"my-channel"}]', b"}")
+    assert (
+        signatures.webhook_signature(SECRET, *parts)
+        == "c19001ae3963ccb13bf618e5b16ba9848e7e74df0993aa0689168e341c6833cf"
+    )
+
+
 # -- §7.3 signed HTTP API requests -----------------------------------------------------------
 
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"

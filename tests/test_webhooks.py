@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import ServerProcess
-from helpers import ListSink
+from helpers import FakeClock, ListSink, WsClient
 
 from pusher_compat.config import AppConfig, ServerConfig, WebhookEndpoint
 from pusher_compat.connection import Connection
 from pusher_compat.hub import Hub
 from pusher_compat.signatures import channel_string, sign_auth, sign_request, webhook_signature
-from pusher_compat.webhooks import Webhooks
+from pusher_compat.webhooks import NotReplayable, Webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
 # The Pusher docs' credentials (protocol.md §4.3, §8); the numeric id suits the Python SDK.
@@ -407,7 +408,8 @@ async def test_two_500s_are_retried_then_delivered_on_the_third_attempt(
     [entry] = webhooks.deliveries(APP_ID)
     assert entry == {
         "id": entry["id"], "url": receiver.url(), "status": "delivered", "attempts": 3,
-        "events": [OCCUPIED], "created_ms": 1327078148132, "last_attempt_ms": 1327078148132,
+        "events": [OCCUPIED], "truncated": False, "created_ms": 1327078148132,
+        "last_attempt_ms": 1327078148132,
         "last_error": None, "response_status": 200,
     }
     assert [request.body for request in receiver.requests] == [VECTOR_BODY] * 3
@@ -517,6 +519,7 @@ async def test_past_max_pending_the_oldest_pending_delivery_is_dropped_as_failed
         (receiver.url("/2"), "pending"),
     ]
     assert entries[0]["last_error"] == "dropped: too many pending deliveries"
+    assert webhooks.dropped(APP_ID) == {"pending_limit": 1}
 
 
 async def test_failed_deliveries_outlive_a_flood_of_successes_in_the_log(
@@ -532,6 +535,136 @@ async def test_failed_deliveries_outlive_a_flood_of_successes_in_the_log(
     channels = [(e["events"][0]["channel"], e["status"]) for e in webhooks.deliveries(APP_ID)]
     assert channels == [("cache-0", "failed"), ("cache-2", "delivered"),
                         ("cache-3", "delivered")]
+
+
+# -- byte budgets ----------------------------------------------------------------------------
+
+OCCUPIED_BYTES = 52
+"""``[{"name":"channel_occupied","channel":"my-channel"}]``: the bytes a delivery of OCCUPIED
+holds and the budgets count."""
+PENDING_BYTES_ERROR = "dropped: pending deliveries over webhook_max_pending_bytes"
+
+
+def client_event(data: str, channel: str = "private-x") -> dict[str, Any]:
+    return {"name": "client_event", "channel": channel, "event": "client-m", "data": data,
+            "socket_id": "1.1"}
+
+
+@pytest.mark.parametrize(("budget", "expected"), [
+    (3 * OCCUPIED_BYTES, ["pending", "pending", "pending"]),
+    (3 * OCCUPIED_BYTES - 1, ["failed", "pending", "pending"]),
+], ids=["exactly-the-budget", "one-byte-over"])
+async def test_pending_deliveries_over_their_byte_budget_fail_oldest_first(
+    receiver: Receiver, make_webhooks: WebhooksFactory, budget: int, expected: list[str]
+) -> None:
+    webhooks = await make_webhooks(webhook_max_pending_bytes=budget, webhook_retry_seconds=60.0)
+    receiver.failures = 1000
+    app = app_with(*(WebhookEndpoint(receiver.url(f"/{n}")) for n in range(3)))
+    webhooks.channel_event(app, dict(OCCUPIED))
+    await receiver.wait(expected.count("pending"))
+    assert statuses(webhooks) == expected
+    if "failed" in expected:
+        [dropped] = webhooks.deliveries(APP_ID, "failed")
+        assert (dropped["url"], dropped["attempts"], dropped["last_error"]) == (
+            receiver.url("/0"), 0, PENDING_BYTES_ERROR)
+        assert webhooks.dropped(APP_ID) == {"pending_bytes": 1}
+    else:
+        assert webhooks.dropped(APP_ID) == {}
+
+
+async def test_client_event_deliveries_are_dropped_before_older_state_events(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    chat = client_event("hi")
+    other = dict(OCCUPIED) | {"channel": "other"}
+    sizes = [OCCUPIED_BYTES, 96, 47]  # the three deliveries' encoded events
+    webhooks = await make_webhooks(webhook_max_pending_bytes=sum(sizes) - 1,
+                                   webhook_retry_seconds=60.0)
+    receiver.failures = 1000
+    app = app_with(WebhookEndpoint(receiver.url("/state"), event_types=("channel_occupied",)),
+                   WebhookEndpoint(receiver.url("/chat"), event_types=("client_event",)))
+    for count, event in enumerate((OCCUPIED, chat, other), start=1):
+        webhooks.channel_event(app, dict(event))
+        await until(lambda count=count: len(webhooks.deliveries(APP_ID)) == count)
+    entries = webhooks.deliveries(APP_ID)
+    assert [(e["events"], e["status"]) for e in entries] == [
+        ([OCCUPIED], "pending"), ([chat], "failed"), ([other], "pending")]
+    assert entries[1]["last_error"] == PENDING_BYTES_ERROR
+
+
+async def test_a_delivery_alone_over_the_pending_budget_fails_unsent(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    webhooks = await make_webhooks(webhook_max_pending_bytes=OCCUPIED_BYTES - 1)
+    webhooks.channel_event(app_with(WebhookEndpoint(receiver.url())), dict(OCCUPIED))
+    await until(lambda: statuses(webhooks) == ["failed"])
+    [entry] = webhooks.deliveries(APP_ID)
+    assert (entry["attempts"], entry["last_error"]) == (0, PENDING_BYTES_ERROR)
+    assert webhooks.dropped(APP_ID) == {"pending_bytes": 1}
+
+
+async def test_the_log_keeps_event_data_cut_to_256_characters_and_says_so(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    webhooks = await make_webhooks()
+    webhooks.channel_event(app_with(WebhookEndpoint(receiver.url())), client_event("x" * 300))
+    [request] = await receiver.wait(1)
+    await until(lambda: statuses(webhooks) == ["delivered"])
+    assert request.events() == [client_event("x" * 300)]
+    [entry] = webhooks.deliveries(APP_ID)
+    assert (entry["events"], entry["truncated"]) == ([client_event("x" * 256)], True)
+
+
+async def test_replay_of_a_truncated_delivery_raises_not_replayable(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    webhooks = await make_webhooks()
+    webhooks.channel_event(app_with(WebhookEndpoint(receiver.url())), client_event("x" * 300))
+    await until(lambda: statuses(webhooks) == ["delivered"])
+    [entry] = webhooks.deliveries(APP_ID)
+    with pytest.raises(NotReplayable) as raised:
+        await webhooks.replay(APP_ID, entry["id"])
+    assert str(raised.value) == (
+        f"Webhook delivery {entry['id']!r} was logged with its event data truncated to 256 "
+        "characters and cannot be replayed")
+    assert len(receiver.requests) == 1
+
+
+async def test_log_over_its_byte_budget_sheds_delivered_entries_before_older_failures(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    misses = [{"name": "cache_miss", "channel": f"cache-{n}"} for n in range(3)]
+    size = 43  # [{"name":"cache_miss","channel":"cache-0"}], and the same for the others
+    webhooks = await make_webhooks(webhook_log_max_bytes=3 * size - 1,
+                                   webhook_retry_seconds=0.0)
+    app = app_with(WebhookEndpoint(receiver.url()))
+    receiver.failures = 1
+    for count, miss in enumerate(misses, start=1):
+        webhooks.channel_event(app, dict(miss))
+        await receiver.wait(count)
+        await until(lambda: "pending" not in statuses(webhooks))
+    channels = [(e["events"][0]["channel"], e["status"]) for e in webhooks.deliveries(APP_ID)]
+    assert channels == [("cache-0", "failed"), ("cache-2", "delivered")]
+    assert webhooks.dropped(APP_ID) == {"log_bytes": 1}
+
+
+async def test_drops_are_logged_at_once_then_at_most_every_ten_seconds(
+    receiver: Receiver, make_webhooks: WebhooksFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    webhooks = await make_webhooks(clock=clock, webhook_max_pending_bytes=1)
+    app = app_with(WebhookEndpoint(receiver.url()))
+    for count, seconds in enumerate((0.0, 0.0, 9.9, 0.1), start=1):
+        clock.advance(seconds)
+        webhooks.channel_event(app, dict(OCCUPIED))
+        await until(lambda count=count: webhooks.dropped(APP_ID) == {"pending_bytes": count})
+    limits = ("limits: webhook_max_pending 10000, webhook_max_pending_bytes 1, "
+              "webhook_log_max_bytes 8388608")
+    assert [r.getMessage() for r in caplog.records if r.name == "pusher_compat.webhooks"] == [
+        f"webhook deliveries dropped since the last report: {count}; latest: app 1001, "
+        f"52 bytes of events to {receiver.url()} (pending_bytes; {limits})"
+        for count in (1, 3)
+    ]
 
 
 async def test_close_sends_nothing_more(
@@ -659,3 +792,170 @@ async def test_server_sends_configured_webhooks_and_lists_them_in_the_api(
         assert (missing.status, await missing.json()) == (
             404, {"error": "No webhook delivery 'nope'", "code": 404}
         )
+
+
+async def test_api_lists_a_truncated_delivery_and_refuses_to_replay_it_with_409(
+    receiver: Receiver, server_factory: Callable[..., ServerProcess]
+) -> None:
+    server = server_factory(f"""
+        [server]
+        webhook_batch_seconds = 0.02
+
+        [[apps]]
+        id = "1001"
+        key = "app-key"
+        secret = "app-secret"
+
+        [[apps.webhooks]]
+        url = "{receiver.url()}"
+        event_types = ["client_event"]
+    """)
+    async with aiohttp.ClientSession() as session:
+        ws = await private_socket(session, server, "private-chat")
+        await ws.send_str(json.dumps({"event": "client-m", "channel": "private-chat",
+                                      "data": "x" * 300}))
+        await receiver.wait(1)
+
+        async def delivered() -> list[dict[str, Any]]:
+            response = await signed_request(session, server, "GET",
+                                            "/apps/1001/webhooks/deliveries")
+            entries = (await response.json())["deliveries"]
+            return [e for e in entries if e["status"] == "delivered"]
+
+        deadline = asyncio.get_running_loop().time() + 5
+        while not (entries := await delivered()):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        [entry] = entries
+        assert (entry["truncated"], entry["events"][0]["data"]) == (True, "x" * 256)
+        replay = await signed_request(
+            session, server, "POST", f"/apps/1001/webhooks/deliveries/{entry['id']}/replay")
+        assert (replay.status, await replay.json()) == (409, {
+            "error": f"Webhook delivery {entry['id']!r} was logged with its event data "
+                     "truncated to 256 characters and cannot be replayed",
+            "code": 409})
+    assert len(receiver.requests) == 1
+
+
+# -- a flood of client events to an endpoint that never answers -------------------------------
+
+
+@pytest.fixture
+async def silent_url() -> AsyncIterator[str]:
+    """A loopback endpoint that reads every request and never answers: each webhook attempt
+    to it waits out ``webhook_timeout_seconds``, so deliveries pile up pending."""
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.add(writer)
+        try:
+            while await reader.read(65536):  # until the server gives up on the request
+                pass
+        finally:
+            writers.discard(writer)
+            writer.close()
+
+    listener = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/hook"
+    listener.close()
+    for writer in list(writers):
+        writer.transport.abort()  # the readers see the end of their stream and return
+    await listener.wait_closed()
+
+
+FLOOD_SOCKETS = 20
+FLOOD_RATE = 10
+"""Client events per second and socket (the app allows more, so none is refused)."""
+FLOOD_SECONDS = 10.0
+FLOOD_DATA = "x" * 10_000
+PENDING_BUDGET = 4 * 1024 * 1024
+LOG_BUDGET = 1024 * 1024
+FLOOD_MARGIN_KIB = 8 * 1024
+"""RSS growth allowed beyond the budgets: what the same flood costs when every delivery is
+dropped at once (3.4 MiB measured: the sockets' buffers, parsed client events, aiohttp's
+connections to the endpoint) and the allocator's slack."""
+
+
+async def private_socket(session: aiohttp.ClientSession, server: ServerProcess,
+                         channel: str) -> aiohttp.ClientWebSocketResponse:
+    """A socket of the server's app subscribed to the private ``channel``, signed as an auth
+    endpoint signs it."""
+    ws = await session.ws_connect(server.ws_url())
+    client = await WsClient.handshake(ws)
+    auth = sign_auth(server.key, server.secret, channel_string(client.socket_id, channel))
+    await client.send("pusher:subscribe", {"channel": channel, "auth": auth})
+    assert (await client.frame())["event"] == "pusher_internal:subscription_succeeded"
+    return ws
+
+
+async def flood_socket(session: aiohttp.ClientSession, server: ServerProcess, n: int,
+                       until_time: float) -> int:
+    """Subscribe one socket to its own private channel and send FLOOD_RATE client events of
+    10 KB a second until ``until_time`` (loop time); return how many were sent."""
+    channel = f"private-flood-{n}"
+    ws = await private_socket(session, server, channel)
+    loop = asyncio.get_running_loop()
+    sent, started = 0, loop.time()
+    while (now := loop.time()) < until_time:
+        await ws.send_str(json.dumps({"event": "client-flood", "channel": channel,
+                                      "data": FLOOD_DATA}))
+        sent += 1
+        await asyncio.sleep(max(0.0, started + sent / FLOOD_RATE - now))
+    await ws.close()
+    return sent
+
+
+def up_seconds(server: ServerProcess) -> float:
+    """Time one ``GET /up`` from a thread of its own, so that the flood's senders on the
+    test's event loop do not count in the server's answer time."""
+    started = time.monotonic()
+    with urllib.request.urlopen(server.url + "/up", timeout=5) as response:
+        assert response.status == 200
+    return time.monotonic() - started
+
+
+async def test_client_event_flood_to_a_silent_endpoint_keeps_memory_within_the_budgets(
+    silent_url: str, server_factory: Callable[..., ServerProcess]
+) -> None:
+    """Issue #12.3 scaled down (20 sockets for 10 s, not 40 for 30 s). Without byte budgets
+    the server grew by 41 MiB here; with these budgets (5 MiB) it grows by 7 to 10 MiB."""
+    server = server_factory(f"""
+        [server]
+        webhook_max_pending_bytes = {PENDING_BUDGET}
+        webhook_log_max_bytes = {LOG_BUDGET}
+
+        [[apps]]
+        id = "1001"
+        key = "app-key"
+        secret = "app-secret"
+        max_client_events_per_second = {FLOOD_RATE * 2}
+
+        [[apps.webhooks]]
+        url = "{silent_url}"
+        event_types = ["client_event"]
+    """)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as session:
+        await asyncio.to_thread(up_seconds, server)
+        before = server.rss_kib()
+        end = loop.time() + FLOOD_SECONDS
+        flood = asyncio.gather(*(flood_socket(session, server, n, end)
+                                 for n in range(FLOOD_SOCKETS)))
+        peak, slowest = before, 0.0
+        while not flood.done():
+            assert loop.time() < end + 10, "the flood did not end"
+            slowest = max(slowest, await asyncio.to_thread(up_seconds, server))
+            peak = max(peak, server.rss_kib())
+            await asyncio.sleep(0.05)  # pacing the probes, not waiting for an outcome
+        sent = sum(await flood)
+        async with session.get(server.url + "/metrics") as response:
+            metrics = await response.text()
+    growth = peak - before
+    print(f"flood: {sent} client events of 10 KB, RSS {before} -> {peak} KiB "
+          f"(+{growth} KiB), slowest /up {slowest * 1000:.1f} ms")
+    assert sent >= FLOOD_SOCKETS * FLOOD_RATE * FLOOD_SECONDS * 0.9
+    assert 'webhook_deliveries_dropped_total{app="1001",reason="pending_bytes"}' in metrics
+    assert growth < (PENDING_BUDGET + LOG_BUDGET) // 1024 + FLOOD_MARGIN_KIB
+    assert slowest < 0.1
+
