@@ -154,6 +154,11 @@ class ServerConfig:
     """Statistics are recorded once per this many seconds, per app."""
     dashboard_password: str = ""
     """Password of the web dashboard at ``/dashboard``; empty = no dashboard."""
+    metrics_port: int = 0
+    """Port of a listener of its own serving ``/metrics``, then absent from the main port, so
+    that app ids and traffic are not published to the internet; 0 = on the main port."""
+    metrics_host: str = "127.0.0.1"
+    """Address of that listener: loopback, or an internal interface (``0.0.0.0`` in a pod)."""
     stats_retention_days: int = 30
     """Statistics older than this are deleted as new ones are recorded; 0 = kept forever."""
     adapter: str = "local"
@@ -333,6 +338,9 @@ def load_settings(
         raise ConfigError(f"{source}: server.node_lease_seconds must be at least 1 second")
     if server.activity_timeout < 1:
         raise ConfigError(f"{source}: server.activity_timeout must be at least 1 second")
+    if server.metrics_port > 65535 or server.port == server.metrics_port != 0:
+        raise ConfigError(f"{source}: server.metrics_port must be a port other than "
+                          f"server.port (or 0), got {server.metrics_port}")
     _check_tls(server, source)
     raw_apps = data.get("apps")
     if raw_apps is None:

@@ -38,7 +38,7 @@ from .dashboard import Dashboard
 from .http_api import HttpApi
 from .http_errors import JsonErrorRunner, json_error, json_errors
 from .hub import Hub, HubListener
-from .metrics import METRICS, Metrics, metrics_handler
+from .metrics import METRICS, Metrics, metrics_handler, metrics_listener
 from .stats import SqliteStore, StatisticsApi, StatisticsLogger
 from .webhooks import Webhooks
 from .wire import Code, PusherError
@@ -400,7 +400,7 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/app/{tail:.*}", gateway.bad_path),
         web.get("/up", _up),
         web.get("/ready", gateway.ready),
-        web.get("/metrics", metrics_handler),
+        *([] if server.metrics_port else [web.get("/metrics", metrics_handler)]),
         *HttpApi(settings, hub, webhooks=webhooks,
                  statistics=StatisticsApi(store, hub)).routes(),
     ])
@@ -442,6 +442,8 @@ def create_app(settings: Settings) -> web.Application:
             await asyncio.wait(set(_background), timeout=settings.server.shutdown_timeout)
 
     app.cleanup_ctx.append(background)
+    if server.metrics_port:
+        app.cleanup_ctx.append(metrics_listener(server.metrics_host, server.metrics_port))
     app.on_shutdown.append(on_shutdown)
     return app
 

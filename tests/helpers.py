@@ -14,8 +14,9 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from pusher_compat.server import listen
+from pusher_compat.websocket import TEXT
 
-__all__ = ["FakeClock", "GatewayTestServer", "ListSink", "WsClient", "unframe"]
+__all__ = ["FakeClock", "GatewayTestServer", "ListSink", "RawSocket", "WsClient", "unframe"]
 
 
 def unframe(frame: bytes) -> str:
@@ -134,3 +135,59 @@ class GatewayTestServer(TestServer):
         self.runner = await listen(self.app, self.host, 0)
         self.port = self.runner.addresses[0][1]
         self._root = URL(f"http://{self.host}:{self.port}")
+
+
+class RawSocket:
+    """A TCP connection to the server, speaking HTTP and WebSocket by hand."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> RawSocket:
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def head(self) -> bytes:
+        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+
+    async def http_get(self, path: str) -> tuple[bytes, bytes]:
+        """Status line and body of a keep-alive GET."""
+        await self.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = await self.head()
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = await asyncio.wait_for(self.reader.readexactly(length), 5)
+        return head.split(b"\r\n")[0], body
+
+    async def frame(self) -> tuple[int, bytes]:
+        """The next server frame: ``(opcode, payload)``; server frames are never masked."""
+        first, second = await asyncio.wait_for(self.reader.readexactly(2), 5)
+        assert first & 0x80 and not second & 0x80
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        return first & 0x0F, await asyncio.wait_for(self.reader.readexactly(length), 5)
+
+    async def message(self) -> dict[str, Any]:
+        opcode, payload = await self.frame()
+        assert opcode == TEXT, (opcode, payload)
+        return json.loads(payload)
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), 5) == b""
+
+    async def response(self) -> tuple[bytes, dict[str, str], Any]:
+        """Status line, headers (but ``Date``, ``Server`` and ``Content-Length``) and JSON
+        body of an HTTP answer."""
+        head = await self.head()
+        status, *lines = head.decode().removesuffix("\r\n\r\n").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        body = await asyncio.wait_for(self.reader.readexactly(int(headers["Content-Length"])), 5)
+        del headers["Date"], headers["Server"], headers["Content-Length"]
+        return status.encode(), headers, json.loads(body) if body else None

@@ -178,3 +178,13 @@ def test_webhook_endpoint_without_event_types_takes_only_webhook_events() -> Non
     assert hook.wants({"name": "member_added", "channel": "presence-room"})
     assert not hook.wants({"name": "connection_opened", "socket_id": "1.1"})
     assert not hook.wants({"name": "api_message", "channel": "news", "event": "e"})
+
+
+@pytest.mark.parametrize("port", [6001, 70000])
+def test_metrics_port_is_another_valid_port(tmp_path: Path, port: int) -> None:
+    path = write(tmp_path, f"[server]\nport = 6001\nmetrics_port = {port}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, env={})
+    assert str(raised.value) == (
+        f"{path}: server.metrics_port must be a port other than server.port (or 0), got {port}"
+    )

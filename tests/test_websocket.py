@@ -3,14 +3,13 @@ handshake checks, and the same behaviour end to end over raw sockets to a real s
 
 from __future__ import annotations
 
-import asyncio
-import json
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from conftest import ServerProcess
+from helpers import RawSocket
 from multidict import CIMultiDict
 
 from pusher_compat import websocket
@@ -355,52 +354,6 @@ UPGRADE = ("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
 SWITCHING = websocket.switching_protocols("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
 
 
-class RawSocket:
-    """A TCP connection to the server, speaking HTTP and WebSocket by hand."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, host: str, port: int) -> RawSocket:
-        return cls(*await asyncio.open_connection(host, port))
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def head(self) -> bytes:
-        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
-
-    async def http_get(self, path: str) -> tuple[bytes, bytes]:
-        """Status line and body of a keep-alive GET."""
-        await self.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        head = await self.head()
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        body = await asyncio.wait_for(self.reader.readexactly(length), 5)
-        return head.split(b"\r\n")[0], body
-
-    async def frame(self) -> tuple[int, bytes]:
-        """The next server frame: ``(opcode, payload)``; server frames are never masked."""
-        first, second = await asyncio.wait_for(self.reader.readexactly(2), 5)
-        assert first & 0x80 and not second & 0x80
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return first & 0x0F, await asyncio.wait_for(self.reader.readexactly(length), 5)
-
-    async def message(self) -> dict[str, Any]:
-        opcode, payload = await self.frame()
-        assert opcode == TEXT, (opcode, payload)
-        return json.loads(payload)
-
-    async def closed(self) -> bool:
-        return await asyncio.wait_for(self.reader.read(1), 5) == b""
-
-
 @pytest.fixture
 async def raw(server: ServerProcess) -> AsyncIterator[RawSocket]:
     raw = await RawSocket.connect(server.host, server.port)
@@ -483,16 +436,6 @@ async def test_http_routes_still_served_on_the_first_request(raw: RawSocket) -> 
     assert await raw.http_get("/ready") == (b"HTTP/1.1 200 OK", b'{"status": "ready"}')
 
 
-async def response(raw: RawSocket) -> tuple[bytes, dict[str, str], Any]:
-    """Status line, headers (but the date and server) and JSON body of an answer."""
-    head = await raw.head()
-    status, *lines = head.decode().removesuffix("\r\n\r\n").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines)
-    body = await asyncio.wait_for(raw.reader.readexactly(int(headers["Content-Length"])), 5)
-    del headers["Date"], headers["Server"], headers["Content-Length"]
-    return status.encode(), headers, json.loads(body) if body else None
-
-
 JSON = {"Content-Type": "application/json"}
 APP_UPGRADE = UPGRADE.format(path="/app/app-key")
 
@@ -525,4 +468,4 @@ async def test_failed_handshake_on_app_path_is_answered_in_json(
     raw: RawSocket, request_text: str, expected: tuple[bytes, dict[str, str], Any]
 ) -> None:
     await raw.send(request_text.encode())
-    assert await response(raw) == expected
+    assert await raw.response() == expected
