@@ -49,7 +49,12 @@ async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamR
         if error.status < 400 or error.content_type == "application/json":
             raise
         headers = [(k, v) for k, v in error.headers.items() if k.lower() not in _NOT_COPIED]
-        return json_error(error.status, _message(request, error), headers)
+        message = _message(request, error)
+        # A missed route is routine (scanners, typos); a refused body or request is news.
+        level = logging.DEBUG if error.status in (404, 405) else logging.INFO
+        log.log(level, "answered %s %s with %d: %s", request.method, request.path,
+                error.status, message)
+        return json_error(error.status, message, headers)
     except Exception:
         log.exception("error handling %s %s", request.method, request.path)
         return json_error(500, "Internal server error")
