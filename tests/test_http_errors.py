@@ -66,6 +66,8 @@ async def test_body_over_max_request_bytes_is_413(
         {"error": "Maximum request body size 100 exceeded.", "code": 413},
     )
     raw.writer.close()
+    assert await logged(server, "answered POST /apps/1001/events with 413: "
+                                "Maximum request body size 100 exceeded.")
 
 
 @pytest.mark.parametrize(
