@@ -4,15 +4,19 @@ handshake checks, and the same behaviour end to end over raw sockets to a real s
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from conftest import ServerProcess
-from helpers import RawSocket
+from helpers import GatewayTestServer, RawSocket
 from multidict import CIMultiDict
 
+from pusher_compat import server as server_module
 from pusher_compat import websocket
+from pusher_compat.config import AppConfig, Settings
+from pusher_compat.server import create_app
 from pusher_compat.websocket import Binary, Close, Ping, Pong, State, Text, WebSocket
 
 MASK = b"\x37\xfa\x21\x3d"
@@ -411,6 +415,24 @@ async def test_oversized_message_gets_its_1009_close_frame_every_time(
         assert await raw.frame() == (CLOSE, struct.pack("!H", 1009) + b"Message over 65536 bytes")
         await raw.send(CLIENT_CLOSE)
         assert await raw.closed()
+        raw.writer.close()
+
+
+async def test_failed_connection_is_cut_when_the_client_never_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "_CLOSE_TIMEOUT", 0.2)
+    settings = Settings(apps=(AppConfig(id="1001", key="app-key", secret="app-secret"),))
+    async with GatewayTestServer(create_app(settings)) as gateway:
+        raw = await RawSocket.connect(gateway.host, gateway.port)
+        await upgraded(raw)
+        started = time.monotonic()
+        await raw.send(client_frame(TEXT, b"{}", mask=None))
+        assert await raw.frame() == (
+            CLOSE, struct.pack("!H", 1002) + b"Client frames must be masked"
+        )
+        assert await raw.closed()
+        assert 0.2 <= time.monotonic() - started < 2
         raw.writer.close()
 
 
