@@ -52,6 +52,7 @@ from . import ids, signatures, wire
 from .auth_rules import Rule, channel_type, match, parse_rules, string_list
 from .channels import channel_name_error, kind_of
 from .config import AppConfig, ConfigError
+from .http_errors import json_error
 
 __all__ = ["AuthConfig", "BroadcastingAuth", "Hook", "Rule", "match", "parse_auth_config"]
 
@@ -242,10 +243,8 @@ class AuthError(Exception):
 
     def response(self) -> web.Response:
         # RFC 6750 §3: a 401 names the scheme the client should use.
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        body = wire.dumps({"error": self.message, "code": self.status})
-        return web.Response(status=self.status, body=body, headers=headers,
-                            content_type="application/json")
+        headers = [("WWW-Authenticate", "Bearer")] if self.status == 401 else []
+        return json_error(self.status, self.message, headers)
 
 
 def _json(value: Any) -> web.Response:

@@ -163,6 +163,11 @@ class ServerConfig:
     dashboard_cookie_secure: bool = False
     """Mark the dashboard's session cookie ``Secure`` (sent over HTTPS only): set it when TLS
     ends at a proxy in front; when the server itself serves TLS the cookie is always Secure."""
+    metrics_port: int = 0
+    """Port of a listener of its own serving ``/metrics``, then absent from the main port, so
+    that app ids and traffic are not published to the internet; 0 = on the main port."""
+    metrics_host: str = "127.0.0.1"
+    """Address of that listener: loopback, or an internal interface (``0.0.0.0`` in a pod)."""
     stats_retention_days: int = 30
     """Statistics older than this are deleted as new ones are recorded; 0 = kept forever."""
     adapter: str = "local"
@@ -365,6 +370,9 @@ def load_settings(
     for budget in ("webhook_max_pending_bytes", "webhook_log_max_bytes"):
         if getattr(server, budget) < 1:
             raise ConfigError(f"{source}: server.{budget} must be at least 1 byte")
+    if server.metrics_port > 65535 or server.port == server.metrics_port != 0:
+        raise ConfigError(f"{source}: server.metrics_port must be a port other than "
+                          f"server.port (or 0), got {server.metrics_port}")
     _check_tls(server, source)
     raw_apps = data.get("apps")
     if raw_apps is None:

@@ -19,6 +19,7 @@ from . import schemas, signatures, wire
 from .adapters.base import ChannelCounts
 from .channels import USER_CHANNEL_PREFIX, channel_name_error, kind_of
 from .config import AppConfig, Settings
+from .http_errors import json_error
 from .hub import Hub
 from .metrics import counted
 from .stats import StatisticsApi
@@ -47,12 +48,10 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
     def response(self) -> web.Response:
-        body = wire.dumps({"error": self.message, "code": self.status})
-        headers = {}
+        headers = []
         if self.retry_after is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
-        return web.Response(status=self.status, body=body, content_type="application/json",
-                            headers=headers)
+            headers.append(("Retry-After", str(max(1, math.ceil(self.retry_after)))))
+        return json_error(self.status, self.message, headers)
 
 
 @dataclass(frozen=True, slots=True)

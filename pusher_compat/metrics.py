@@ -42,8 +42,9 @@ Adapter latency is not measured.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
@@ -51,6 +52,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .http_errors import json_errors
 from .http_guard import PendingHeads, Refusal
 from .hub import Counters, Hub
 from .stats import DeliveryLog, WebhookTally
@@ -67,7 +69,10 @@ __all__ = [
     "WebhookLog",
     "counted",
     "metrics_handler",
+    "metrics_listener",
 ]
+
+log = logging.getLogger("pusher_compat")
 
 _PREFIX = "pusher_compat_"
 
@@ -268,6 +273,27 @@ async def metrics_handler(request: web.Request) -> web.Response:
     """``GET /metrics``: the application's :class:`Metrics` in the Prometheus text format."""
     body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def metrics_listener(host: str, port: int) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context serving the application's ``/metrics`` on ``host:port`` only (and
+    nothing else there) while the application runs: scraped on a loopback or internal
+    address, never on the public port."""
+
+    async def listener(app: web.Application) -> AsyncIterator[None]:
+        metrics_app = web.Application(middlewares=[json_errors])
+        metrics_app[METRICS] = app[METRICS]
+        metrics_app.router.add_get("/metrics", metrics_handler)
+        runner = web.AppRunner(metrics_app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            log.info("metrics on http://%s:%d/metrics", host, port)
+            yield
+        finally:
+            await runner.cleanup()
+
+    return listener
 
 
 Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]

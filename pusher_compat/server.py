@@ -36,9 +36,10 @@ from .config import AppConfig, ServerConfig, Settings
 from .connection import Connection
 from .dashboard import Dashboard
 from .http_api import HttpApi
+from .http_errors import JsonErrorRunner, json_error, json_errors
 from .http_guard import HttpGuard, Pending, PendingHeads
 from .hub import Hub, HubListener
-from .metrics import METRICS, Metrics, metrics_handler
+from .metrics import METRICS, Metrics, metrics_handler, metrics_listener
 from .stats import SqliteStore, StatisticsApi, StatisticsLogger
 from .webhooks import Webhooks
 from .wire import Code, PusherError
@@ -141,6 +142,11 @@ class SocketSink(websocket.WebSocket, asyncio.Protocol):
         if not frame or self._transport.is_closing():
             return
         self._write_last(frame)
+        self._await_peer_close()
+
+    def _await_peer_close(self) -> None:
+        """Keep the connection until the client closes it or answers our close frame, for
+        at most ``_CLOSE_TIMEOUT`` seconds."""
         loop = asyncio.get_running_loop()
         closed = self._closed = loop.create_future()
         timer = loop.call_later(_CLOSE_TIMEOUT, self._transport.abort)
@@ -172,7 +178,13 @@ class SocketSink(websocket.WebSocket, asyncio.Protocol):
                 if connection is not None:
                     connection.closed()
                 self._write_last(reply)
-                self._transport.close()
+                if self.state is websocket.State.DISCARDING:
+                    # We failed the connection: closing TCP while the client still sends
+                    # (the rest of an oversized message) would reset it before it reads
+                    # our close frame. The parser drops its data until its close frame.
+                    self._await_peer_close()
+                else:
+                    self._transport.close()
 
     def _write_last(self, frame: bytes) -> None:
         """Write what is queued, then ``frame`` (a close frame), in one write."""
@@ -252,12 +264,15 @@ class Gateway:
             )
 
     async def app_socket(self, request: web.Request) -> web.StreamResponse:
-        """``/app`` requests that reached aiohttp: a plain GET (404), or an upgrade sent on a
-        kept-alive connection after other requests (nginx reuses its upstream connections).
-        Such an upgrade is taken away from aiohttp and accepted like any other."""
-        handshake = Handshake.from_request(request)
-        if handshake is None:
-            raise web.HTTPNotFound(text="This endpoint is for WebSocket connections\n")
+        """``/app`` requests that reached aiohttp: a failed handshake (400, or 426 for another
+        WebSocket version, RFC 6455 §4.2.2), or an upgrade sent on a kept-alive connection
+        after other requests (nginx reuses its upstream connections). Such an upgrade is
+        taken away from aiohttp and accepted like any other."""
+        try:
+            handshake = Handshake.from_request(request)
+        except websocket.HandshakeError as error:
+            log.info("refused WebSocket handshake from %s: %s", request.remote, error)
+            return json_error(error.status, error.message, error.headers)
         self.accept(handshake, _detach(request))
         return web.Response()  # never sent: aiohttp lost the transport in _detach
 
@@ -377,7 +392,7 @@ def create_app(settings: Settings) -> web.Application:
             hub, webhooks, store, interval=server.stats_interval_seconds,
             retention_seconds=server.stats_retention_days * 86400,
         )
-    app = web.Application(client_max_size=server.max_request_bytes)
+    app = web.Application(client_max_size=server.max_request_bytes, middlewares=[json_errors])
     app[METRICS] = Metrics(hub, webhooks, settings.apps, gateway.heads)
     app[HUB] = hub
     app[SETTINGS] = settings
@@ -388,7 +403,7 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/app/{tail:.*}", gateway.bad_path),
         web.get("/up", _up),
         web.get("/ready", gateway.ready),
-        web.get("/metrics", metrics_handler),
+        *([] if server.metrics_port else [web.get("/metrics", metrics_handler)]),
         *HttpApi(settings, hub, webhooks=webhooks,
                  statistics=StatisticsApi(store, hub)).routes(),
     ])
@@ -430,6 +445,8 @@ def create_app(settings: Settings) -> web.Application:
             await asyncio.wait(set(_background), timeout=settings.server.shutdown_timeout)
 
     app.cleanup_ctx.append(background)
+    if server.metrics_port:
+        app.cleanup_ctx.append(metrics_listener(server.metrics_host, server.metrics_port))
     app.on_shutdown.append(on_shutdown)
     return app
 
@@ -474,23 +491,28 @@ class Handshake:
             url = URL.build(path=path, query_string=query, encoded=True)
         except ValueError:
             return None
-        return cls._upgrade(method, url.path, url.query, CIMultiDictProxy(headers), remote)
+        if method != "GET" or not (url.path == "/app" or url.path.startswith("/app/")):
+            return None
+        try:
+            return cls._upgrade(method, url.path, url.query, CIMultiDictProxy(headers), remote)
+        except websocket.HandshakeError:
+            return None  # aiohttp routes it to Gateway.app_socket, which says what is wrong
 
     @classmethod
-    def from_request(cls, request: web.Request) -> Handshake | None:
+    def from_request(cls, request: web.Request) -> Handshake:
+        """The upgrade aiohttp routed to ``/app``; raises :class:`websocket.HandshakeError`
+        saying what is wrong with it."""
         if request.version != (1, 1):
-            return None
+            raise websocket.HandshakeError(400, "WebSocket upgrades need HTTP/1.1")
         return cls._upgrade(request.method, request.path, request.query, request.headers,
                             request.remote)
 
     @classmethod
     def _upgrade(cls, method: str, path: str, query: MultiMapping[str],
-                 headers: MultiMapping[str], remote: str | None) -> Handshake | None:
-        if method != "GET" or not (path == "/app" or path.startswith("/app/")):
-            return None
+                 headers: MultiMapping[str], remote: str | None) -> Handshake:
+        if method != "GET":
+            raise websocket.HandshakeError(400, "A WebSocket upgrade is a GET request")
         accept = websocket.handshake_accept(headers)
-        if accept is None:
-            return None
         key = path[len("/app/"):]
         match_info = {"key": key} if key and not _NOT_IN_KEY.search(key) else {}
         return cls(path, query, headers, remote, accept, match_info)
@@ -617,9 +639,9 @@ async def listen(app: web.Application, host: str, port: int,
                  shutdown_timeout: float = 10.0) -> web.AppRunner:
     """Start serving ``app`` (made by :func:`create_app`) on ``host:port``; ``runner.addresses``
     says where, ``runner.cleanup()`` stops."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=shutdown_timeout,
-                           keepalive_timeout=app[SETTINGS].server.http_keepalive_timeout)
+    runner = JsonErrorRunner(app, handle_signals=False, access_log=None,
+                             shutdown_timeout=shutdown_timeout,
+                             keepalive_timeout=app[SETTINGS].server.http_keepalive_timeout)
     await runner.setup()
     await GatewaySite(runner, app[GATEWAY], host, port, ssl_context).start()
     return runner

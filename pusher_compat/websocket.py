@@ -9,7 +9,10 @@ reads or writes a socket, so tests feed it bytes and assert the exact frames it 
 Only what a Pusher server needs: no extension is negotiated (any RSV bit is a protocol error),
 client frames must be masked, control frames may interleave with a fragmented message, a text
 message must be valid UTF-8 (else 1007), a message above ``max_size`` is refused as soon as its
-header announces it (1009), and every other violation closes with 1002.
+header announces it (1009), and every other violation closes with 1002. After such a failure the
+parser discards what the client still sends, up to its close frame: closing TCP while the rest
+of a refused message is arriving would reset the connection, and the client would lose our close
+frame (pusher-js then reports 1006 instead of the code that explains what happened).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "Binary",
     "Close",
     "Event",
+    "HandshakeError",
     "Ping",
     "Pong",
     "State",
@@ -46,6 +50,9 @@ _CONTINUATION, TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0x
 _DATA_OPCODES = frozenset({TEXT, _BINARY})
 _CONTROL_OPCODES = frozenset({_CLOSE, _PING, _PONG})
 _MAX_CONTROL_PAYLOAD = 125
+_DISCARD_LIMIT = 1 << 20
+"""Bytes a failed connection may still send before the server stops waiting for its close
+frame: enough for the rest of any message a client plausibly sends, bounded."""
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 _PEER_CLOSE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1015)) | frozenset(
@@ -60,21 +67,46 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
-def handshake_accept(headers: MultiMapping[str]) -> str | None:
+@dataclass(frozen=True, slots=True)
+class HandshakeError(Exception):
+    """Why a request is not a WebSocket handshake we accept: answered with ``status`` and
+    ``headers`` (RFC 6455 §4.2.2), and ``message`` in the body."""
+
+    status: int
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.message}"
+
+
+_VERSION_13 = HandshakeError(
+    426, "Unsupported Sec-WebSocket-Version: only 13 (RFC 6455) is spoken here",
+    (("Sec-WebSocket-Version", "13"),),
+)
+
+
+def handshake_accept(headers: MultiMapping[str]) -> str:
     """``Sec-WebSocket-Accept`` when ``headers`` (of a GET) ask for a version 13 WebSocket with
-    a valid key (RFC 6455 §4.2.1); ``None`` when they do not, and the request is plain HTTP."""
+    a valid key (RFC 6455 §4.2.1); raises :class:`HandshakeError` saying what is wrong."""
     if "websocket" not in _tokens(headers, "Upgrade"):
-        return None
+        raise HandshakeError(
+            400, "Missing Upgrade: websocket header: this endpoint is for WebSocket connections"
+        )
     if "upgrade" not in _tokens(headers, "Connection"):
-        return None
+        raise HandshakeError(400, "Missing Connection: Upgrade header")
     if headers.get("Sec-WebSocket-Version") != "13":
-        return None
+        raise _VERSION_13
     key = headers.get("Sec-WebSocket-Key", "")
     try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            return None
+        valid = len(base64.b64decode(key, validate=True)) == 16
     except ValueError:  # binascii.Error, or a key that is not ASCII
-        return None
+        valid = False
+    if not valid:
+        problem = "Invalid" if key else "Missing"
+        raise HandshakeError(
+            400, f"{problem} Sec-WebSocket-Key header: 16 random bytes in base64 are required"
+        )
     return accept_key(key)
 
 
@@ -149,7 +181,9 @@ class Pong:
 @dataclass(frozen=True, slots=True)
 class Close:
     """The connection is over: send ``reply`` (empty when our close frame already went out),
-    then close the TCP connection (the server closes first, RFC 6455 §7.1.1).
+    then close the TCP connection (the server closes first, RFC 6455 §7.1.1), or, when the
+    parser is left ``DISCARDING`` (we failed the connection), keep it open until the peer's
+    close frame arrives as a second ``Close``, or the peer gives up.
 
     ``code`` is the peer's close code (``None`` when its close frame had none), or ours when
     the peer broke the protocol; ``reason`` says what happened.
@@ -167,6 +201,10 @@ class State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     """Our close frame is sent; waiting for the peer's."""
+    DISCARDING = "discarding"
+    """The peer broke the protocol (1002/1007/1009) and our close frame is sent: what it still
+    sends is dropped unread, except its close frame, so that TCP stays open until the peer
+    has read ours."""
     CLOSED = "closed"
 
 
@@ -177,12 +215,17 @@ class _Failure(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.end: int | None = None
+        """Where the refused frame ends in the input, when its header could be read (an
+        oversized or unknown frame): what follows it is still framed. ``None``: the framing
+        itself is broken (reserved bits, no mask)."""
 
 
 class WebSocket:
     """One server-side WebSocket after its handshake: :meth:`receive` parses client bytes."""
 
-    __slots__ = ("_buffer", "_fragments", "_max_size", "_opcode", "_size", "state")
+    __slots__ = ("_budget", "_buffer", "_fragments", "_max_size", "_opcode", "_size", "_skip",
+                 "state")
 
     def __init__(self, max_size: int) -> None:
         self._max_size = max_size
@@ -191,28 +234,33 @@ class WebSocket:
         """Payloads of a fragmented message so far; ``None`` between messages."""
         self._opcode = TEXT
         self._size = 0
+        self._skip = 0
+        """Bytes of a dropped frame still to arrive (``DISCARDING`` only): skipped unread."""
+        self._budget = _DISCARD_LIMIT
+        """Bytes the peer may still send while ``DISCARDING`` before we stop waiting."""
         self.state = State.OPEN
 
     def receive(self, data: bytes) -> list[Event]:
         """The events in ``data`` (and in what earlier calls left incomplete), in order.
 
-        Nothing more is parsed after a :class:`Close` event.
+        Nothing more is parsed after a :class:`Close` event, except, after a failure (state
+        ``DISCARDING``), the peer's close frame: a second :class:`Close`, which ends it.
         """
         if self.state is State.CLOSED:
             return []
+        if self.state is State.DISCARDING:
+            data = self._discard(data)
+            if self.state is State.CLOSED:
+                return [Close(None, f"No close frame after {_DISCARD_LIMIT} bytes", b"")]
         if self._buffer:
             self._buffer += data
             data = self._buffer
         events: list[Event] = []
         offset = 0
-        try:
-            while self.state is not State.CLOSED and (frame := self._frame(data, offset)):
-                opcode, fin, payload, offset = frame
-                event = self._handle(opcode, fin, payload)
-                if event is not None:
-                    events.append(event)
-        except _Failure as failure:
-            events.append(self._fail(failure.code, failure.reason))
+        while self.state is not State.CLOSED and (step := self._step(data, offset)):
+            event, offset = step
+            if event is not None:
+                events.append(event)
         self._keep(data, offset)
         return events
 
@@ -222,6 +270,41 @@ class WebSocket:
             return b""
         self.state = State.CLOSING
         return close_frame(code, reason)
+
+    def _discard(self, data: bytes) -> bytes:
+        """Drop what is left of a skipped frame; count every byte against the budget."""
+        self._budget -= len(data)
+        if self._budget < 0:
+            self.state = State.CLOSED
+            self._buffer = b""
+            return b""
+        skipped = min(self._skip, len(data))
+        self._skip -= skipped
+        return data[skipped:] if skipped else data
+
+    def _step(self, data: bytes | bytearray, offset: int) -> tuple[Event | None, int] | None:
+        """The event of the frame at ``offset`` and where the next one starts; ``None``
+        until that frame is complete."""
+        try:
+            frame = self._frame(data, offset)
+        except _Failure as failure:
+            return self._fail(failure.code, failure.reason), self._resume(failure.end, len(data))
+        if frame is None:
+            return None
+        opcode, fin, payload, end = frame
+        try:
+            return self._handle(opcode, fin, payload), end
+        except _Failure as failure:  # the frame was whole: what follows it is still framed
+            return self._fail(failure.code, failure.reason), end
+
+    def _resume(self, end: int | None, size: int) -> int:
+        """Where parsing goes on after a refused frame that ends at ``end`` (at ``size``, the
+        end of the input, when the framing is lost); the rest of the frame still to come is
+        skipped as it arrives."""
+        if end is None:
+            return size
+        self._skip = max(0, end - size)
+        return min(end, size)
 
     def _keep(self, data: bytes | bytearray, offset: int) -> None:
         """Keep the unparsed tail; a message arriving in many reads grows one buffer in place
@@ -258,8 +341,16 @@ class WebSocket:
                 return None
             (length,) = struct.unpack_from("!Q", data, start)
             start += 8
-        self._check_header(opcode, fin, length)
         end = start + 4 + length
+        if self.state is State.DISCARDING and opcode not in _CONTROL_OPCODES:
+            # Dropped as it arrives, never buffered: only a close frame matters any more.
+            self._skip = max(0, end - len(data))
+            return opcode, fin, b"", min(end, len(data))
+        try:
+            self._check_header(opcode, fin, length)
+        except _Failure as failure:
+            failure.end = end
+            raise
         if len(data) < end:
             return None
         return opcode, fin, _unmask(data[start + 4:end], data[start:start + 4]), end
@@ -283,6 +374,8 @@ class WebSocket:
             raise _Failure(MESSAGE_TOO_BIG, f"Message over {self._max_size} bytes")
 
     def _handle(self, opcode: int, fin: bool, payload: bytes) -> Event | None:
+        if self.state is State.DISCARDING and opcode != _CLOSE:
+            return None
         if opcode == _PING:
             return Ping(encode_frame(_PONG, payload))
         if opcode == _PONG:
@@ -322,10 +415,18 @@ class WebSocket:
         self.state = State.CLOSED
         return Close(code, reason, reply)
 
-    def _fail(self, code: int, reason: str) -> Close:
-        reply = close_frame(code, reason) if self.state is State.OPEN else b""
-        self.state = State.CLOSED
-        return Close(code, reason, reply)
+    def _fail(self, code: int, reason: str) -> Close | None:
+        """Fail the connection: our close frame goes out and the rest is discarded (nothing
+        new when already discarding); after our own close, the peer's error ends it."""
+        if self.state is State.DISCARDING:
+            return None
+        if self.state is State.CLOSING:
+            self.state = State.CLOSED
+            return Close(code, reason, b"")
+        self.state = State.DISCARDING
+        self._fragments = None
+        self._size = 0
+        return Close(code, reason, close_frame(code, reason))
 
 
 def _message(opcode: int, payload: bytes) -> Text | Binary:

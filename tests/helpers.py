@@ -163,6 +163,10 @@ class RawSocket:
         self.reader = reader
         self.writer = writer
 
+    @classmethod
+    async def connect(cls, host: str, port: int) -> RawSocket:
+        return cls(*await asyncio.open_connection(host, port))
+
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
@@ -196,6 +200,16 @@ class RawSocket:
 
     async def closed(self) -> bool:
         return await asyncio.wait_for(self.reader.read(1), 5) == b""
+
+    async def response(self) -> tuple[bytes, dict[str, str], Any]:
+        """Status line, headers (but ``Date``, ``Server`` and ``Content-Length``) and JSON
+        body of an HTTP answer."""
+        head = await self.head()
+        status, *lines = head.decode().removesuffix("\r\n\r\n").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        body = await asyncio.wait_for(self.reader.readexactly(int(headers["Content-Length"])), 5)
+        del headers["Date"], headers["Server"], headers["Content-Length"]
+        return status.encode(), headers, json.loads(body) if body else None
 
 
 async def upgraded(raw: RawSocket, path: str = "/app/app-key?protocol=7") -> dict[str, Any]:

@@ -193,3 +193,13 @@ def test_redis_outbox_bounds_default_to_8_mib_and_10_seconds_and_are_read_from_s
     assert (server.redis_outbox_max_bytes, server.redis_outbox_max_age_seconds) == (0, 2.5)
     with pytest.raises(ConfigError, match="redis_outbox_max_age_seconds must not be negative"):
         load_settings(write(tmp_path, "[server]\nredis_outbox_max_age_seconds = -1\n"), env={})
+
+
+@pytest.mark.parametrize("port", [6001, 70000])
+def test_metrics_port_is_another_valid_port(tmp_path: Path, port: int) -> None:
+    path = write(tmp_path, f"[server]\nport = 6001\nmetrics_port = {port}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, env={})
+    assert str(raised.value) == (
+        f"{path}: server.metrics_port must be a port other than server.port (or 0), got {port}"
+    )

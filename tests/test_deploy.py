@@ -245,8 +245,8 @@ def test_probes_port_and_labels_meet(objects: Objects) -> None:
     labels = pod_labels(objects)
     assert matches(deployment["selector"]["matchLabels"], labels)
     main = container(objects)
-    (port,) = main["ports"]
-    assert (port["containerPort"], port["name"]) == (6001, "http")
+    assert [(port["containerPort"], port["name"]) for port in main["ports"]] == [
+        (6001, "http"), (9601, "metrics")]
     assert main["livenessProbe"]["httpGet"] == {"path": "/up", "port": "http"}
     assert main["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     service = objects["Service"]["spec"]
@@ -262,6 +262,21 @@ def test_probes_port_and_labels_meet(objects: Objects) -> None:
     evictable = pdb["maxUnavailable"] if "maxUnavailable" in pdb else floor - pdb["minAvailable"]
     assert isinstance(evictable, int)
     assert 1 <= evictable < floor, pdb
+
+
+def test_metrics_are_served_on_their_own_port_outside_the_service(
+    objects: Objects, tmp_path: Path
+) -> None:
+    toml = tmp_path / "pusher-compat.toml"
+    toml.write_text(objects["ConfigMap"]["data"]["pusher-compat.toml"])
+    server = load_settings(toml, env={}).server
+    ports = {port["name"]: port["containerPort"] for port in container(objects)["ports"]}
+    assert (server.metrics_host, server.metrics_port) == ("0.0.0.0", ports["metrics"])
+    annotations = objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])
+    service_ports = objects["Service"]["spec"]["ports"]
+    assert "metrics" not in [p["targetPort"] for p in service_ports]
+    assert ports["metrics"] not in [p["port"] for p in service_ports]
 
 
 def test_pod_runs_as_the_image_user_and_drains(objects: Objects) -> None:
@@ -290,7 +305,8 @@ def test_config_map_is_the_file_the_container_reads(objects: Objects, tmp_path: 
     toml.write_text(objects["ConfigMap"]["data"][filename])
     env = {**objects["Secret"]["stringData"]}
     settings = load_settings(toml, env=env)
-    assert settings.server.port == main["ports"][0]["containerPort"]
+    assert settings.server.port == next(p["containerPort"] for p in main["ports"]
+                                        if p["name"] == "http")
     assert settings.server.host == "0.0.0.0"
     assert [(a.id, a.key, a.secret) for a in settings.apps] == [
         (env["PUSHER_APP_ID"], env["PUSHER_APP_KEY"], env["PUSHER_APP_SECRET"])]

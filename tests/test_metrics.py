@@ -19,7 +19,7 @@ import aiohttp
 import prometheus_client
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import ServerProcess
+from conftest import ServerProcess, free_port
 from helpers import FakeClock, ListSink
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -341,3 +341,34 @@ async def test_server_serves_metrics_statistics_and_json_logs(
     assert sum(row["ws_messages_in"] for row in stats["statistics"]) == 1
     first = json.loads(server.log[0])
     assert {"time", "level", "logger", "message"} <= set(first)
+
+
+async def test_metrics_port_serves_metrics_there_and_not_on_the_public_port(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    port = free_port()
+    server = server_factory(f"""
+        [server]
+        metrics_port = {port}
+
+        [[apps]]
+        id = "1001"
+        key = "app-key"
+        secret = "app-secret"
+    """)
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(server.ws_url())
+        await ws.receive_str()
+        response = await session.get(f"http://127.0.0.1:{port}/metrics")
+        assert response.status == 200
+        families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+        (sample,) = [s for s in families["pusher_compat_connections"].samples
+                     if s.labels == {"app": "1001"}]
+        assert sample.value == 1
+        public = await session.get(f"{server.url}/metrics")
+        assert (public.status, await public.json()) == (
+            404, {"error": "Unknown path /metrics", "code": 404}
+        )
+        only_metrics = await session.get(f"http://127.0.0.1:{port}/apps/1001/channels")
+        assert only_metrics.status == 404
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in "".join(server.log)

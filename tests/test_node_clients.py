@@ -377,3 +377,14 @@ def test_pusher_js_sees_cache_miss_and_the_cached_event(node: str, server: Serve
         "replayed": [{"data": {"p": 1}}],
         "prices_cache_miss": 0,
     }
+
+
+def test_oversized_message_reaches_pusher_js_as_close_1009(
+    node: str, server: ServerProcess
+) -> None:
+    # The oracle for what test_websocket checks on the wire: pusher-js reports the close
+    # code and its reason as a connection error (1006 would mean the close frame was lost).
+    result = run_node(node, server, "oversized_message.mjs")
+
+    assert result["error_codes"][0] == 1009, result
+    assert result["reasons"][0] == "Message over 65536 bytes"

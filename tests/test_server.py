@@ -112,9 +112,13 @@ async def test_connection_over_server_capacity_is_closed_with_4100(
     )
 
 
-async def test_plain_http_get_on_app_path_is_404(client: TestClient) -> None:
+async def test_plain_http_get_on_app_path_is_400_saying_why(client: TestClient) -> None:
+    # RFC 6455 §4.2.1: not a valid handshake, 400; a 404 would say the app does not exist.
     response = await client.get("/app/app-key")
-    assert response.status == 404
+    assert (response.status, await response.json()) == (400, {
+        "error": "Missing Upgrade: websocket header: this endpoint is for WebSocket connections",
+        "code": 400,
+    })
 
 
 BAD_FRAMES = [

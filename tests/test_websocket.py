@@ -3,16 +3,20 @@ handshake checks, and the same behaviour end to end over raw sockets to a real s
 
 from __future__ import annotations
 
-import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from conftest import ServerProcess
-from helpers import SWITCHING, UPGRADE, RawSocket, client_frame, upgraded
+from helpers import SWITCHING, UPGRADE, GatewayTestServer, RawSocket, client_frame, upgraded
 from multidict import CIMultiDict
 
+from pusher_compat import server as server_module
 from pusher_compat import websocket
+from pusher_compat.config import AppConfig, Settings
+from pusher_compat.server import create_app
 from pusher_compat.websocket import Binary, Close, Ping, Pong, State, Text, WebSocket
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -38,7 +42,7 @@ def test_unmasked_client_frame_fails_with_1002() -> None:
     assert ws.receive(client_frame(TEXT, b"Hello", mask=None)) == [
         failure(1002, "Client frames must be masked")
     ]
-    assert ws.state is State.CLOSED
+    assert ws.state is State.DISCARDING
     assert ws.receive(client_frame(TEXT, b"ignored")) == []
 
 
@@ -206,6 +210,56 @@ def test_oversized_fragmented_message_fails_with_1009() -> None:
     ]
 
 
+# -- after a failure: discard until the client's close frame --------------------------------
+
+CLIENT_CLOSE = client_frame(CLOSE, struct.pack("!H", 1009))
+PEER_CLOSED = Close(1009, "", b"")
+"""The client's answer to our 1009, and its event: nothing more to send, TCP may close."""
+
+
+def test_rest_of_an_oversized_message_is_skipped_then_the_close_frame_read() -> None:
+    ws = WebSocket(1024)
+    data = client_frame(TEXT, b"x" * 5000) + CLIENT_CLOSE
+    assert ws.receive(data[:100]) == [failure(1009, "Message over 1024 bytes")]
+    assert ws.state is State.DISCARDING
+    assert ws.receive(data[100:3000]) == []
+    assert ws.receive(data[3000:]) == [PEER_CLOSED]
+    assert ws.state is State.CLOSED
+
+
+def test_discarding_survives_input_split_at_every_byte() -> None:
+    ws = WebSocket(1024)
+    data = (client_frame(TEXT, b"x" * 1100) + client_frame(TEXT, b"dropped")
+            + client_frame(PING, b"p") + CLIENT_CLOSE)
+    events = [event for i in range(len(data)) for event in ws.receive(data[i:i + 1])]
+    assert events == [failure(1009, "Message over 1024 bytes"), PEER_CLOSED]
+
+
+def test_frames_after_invalid_utf8_are_dropped_but_the_close_frame_is_read() -> None:
+    data = (client_frame(TEXT, b"\xff") + client_frame(TEXT, b"dropped")
+            + client_frame(PING, b"unanswered") + CLIENT_CLOSE)
+    assert WebSocket(1024).receive(data) == [
+        failure(1007, "Text message is not valid UTF-8"), PEER_CLOSED
+    ]
+
+
+def test_after_broken_framing_everything_is_dropped() -> None:
+    ws = WebSocket(1024)
+    data = client_frame(TEXT, b"x", mask=None) + CLIENT_CLOSE
+    assert ws.receive(data) == [failure(1002, "Client frames must be masked")]
+    assert ws.state is State.DISCARDING
+
+
+def test_discarding_gives_up_after_a_mebibyte_without_a_close_frame() -> None:
+    ws = WebSocket(1024)
+    assert ws.receive(client_frame(TEXT, b"x", mask=None)) == [
+        failure(1002, "Client frames must be masked")
+    ]
+    assert ws.receive(b"\0" * (1 << 20)) == []
+    assert ws.receive(b"\0") == [Close(None, "No close frame after 1048576 bytes", b"")]
+    assert ws.state is State.CLOSED
+
+
 def test_error_after_server_close_sends_no_second_close_frame() -> None:
     ws = WebSocket(1024)
     ws.start_close(4200)
@@ -239,17 +293,36 @@ def test_upgrade_tokens_are_case_insensitive_and_may_be_lists() -> None:
     assert websocket.handshake_accept(headers) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
+NO_UPGRADE = "Missing Upgrade: websocket header: this endpoint is for WebSocket connections"
+BAD_KEY = " Sec-WebSocket-Key header: 16 random bytes in base64 are required"
+VERSION_13 = websocket.HandshakeError(
+    426, "Unsupported Sec-WebSocket-Version: only 13 (RFC 6455) is spoken here",
+    (("Sec-WebSocket-Version", "13"),),
+)
+
+
 @pytest.mark.parametrize(
-    "overrides",
-    [{"Upgrade": ""}, {"Upgrade": "h2c"}, {"Connection": "keep-alive"},
-     {"Sec_WebSocket_Version": "8"}, {"Sec_WebSocket_Version": ""},
-     {"Sec_WebSocket_Key": ""}, {"Sec_WebSocket_Key": "c2hvcnQ="},
-     {"Sec_WebSocket_Key": "not base64 at all!!!!!!!"}, {"Sec_WebSocket_Key": "é" * 24}],
+    ("overrides", "expected"),
+    [({"Upgrade": ""}, websocket.HandshakeError(400, NO_UPGRADE)),
+     ({"Upgrade": "h2c"}, websocket.HandshakeError(400, NO_UPGRADE)),
+     ({"Connection": "keep-alive"},
+      websocket.HandshakeError(400, "Missing Connection: Upgrade header")),
+     ({"Sec_WebSocket_Version": "8"}, VERSION_13),
+     ({"Sec_WebSocket_Version": ""}, VERSION_13),
+     ({"Sec_WebSocket_Key": ""}, websocket.HandshakeError(400, "Missing" + BAD_KEY)),
+     ({"Sec_WebSocket_Key": "c2hvcnQ="}, websocket.HandshakeError(400, "Invalid" + BAD_KEY)),
+     ({"Sec_WebSocket_Key": "not base64 at all!!!!!!!"},
+      websocket.HandshakeError(400, "Invalid" + BAD_KEY)),
+     ({"Sec_WebSocket_Key": "é" * 24}, websocket.HandshakeError(400, "Invalid" + BAD_KEY))],
     ids=["no-upgrade", "other-upgrade", "no-connection-upgrade", "version-8", "no-version",
          "no-key", "short-key", "bad-base64", "non-ascii-key"],
 )
-def test_not_a_websocket_upgrade(overrides: dict[str, str]) -> None:
-    assert websocket.handshake_accept(upgrade_headers(**overrides)) is None
+def test_failed_handshake_says_what_is_wrong(
+    overrides: dict[str, str], expected: websocket.HandshakeError
+) -> None:
+    with pytest.raises(websocket.HandshakeError) as raised:
+        websocket.handshake_accept(upgrade_headers(**overrides))
+    assert raised.value == expected
 
 
 def test_switching_protocols_answer() -> None:
@@ -263,9 +336,9 @@ def test_switching_protocols_answer() -> None:
 
 @pytest.fixture
 async def raw(server: ServerProcess) -> AsyncIterator[RawSocket]:
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    yield RawSocket(reader, writer)
-    writer.close()
+    raw = await RawSocket.connect(server.host, server.port)
+    yield raw
+    raw.writer.close()
 
 
 async def test_upgrade_is_answered_101_then_connection_established(raw: RawSocket) -> None:
@@ -295,7 +368,42 @@ async def test_unmasked_frame_is_closed_with_1002_over_the_wire(raw: RawSocket) 
     await upgraded(raw)
     await raw.send(client_frame(TEXT, b"{}", mask=None))
     assert await raw.frame() == (CLOSE, struct.pack("!H", 1002) + b"Client frames must be masked")
+    raw.writer.write_eof()  # the framing is lost: only the client's end of stream ends it now
     assert await raw.closed()
+
+
+async def test_oversized_message_gets_its_1009_close_frame_every_time(
+    server: ServerProcess,
+) -> None:
+    # Closing TCP while the rest of the message arrives would reset the connection, and the
+    # client would mostly lose the close frame (pusher-js then reports 1006).
+    message = client_frame(TEXT, b"x" * 65537)
+    for _ in range(10):
+        raw = await RawSocket.connect(server.host, server.port)
+        await upgraded(raw)
+        await raw.send(message)
+        assert await raw.frame() == (CLOSE, struct.pack("!H", 1009) + b"Message over 65536 bytes")
+        await raw.send(CLIENT_CLOSE)
+        assert await raw.closed()
+        raw.writer.close()
+
+
+async def test_failed_connection_is_cut_when_the_client_never_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "_CLOSE_TIMEOUT", 0.2)
+    settings = Settings(apps=(AppConfig(id="1001", key="app-key", secret="app-secret"),))
+    async with GatewayTestServer(create_app(settings)) as gateway:
+        raw = await RawSocket.connect(gateway.host, gateway.port)
+        await upgraded(raw)
+        started = time.monotonic()
+        await raw.send(client_frame(TEXT, b"{}", mask=None))
+        assert await raw.frame() == (
+            CLOSE, struct.pack("!H", 1002) + b"Client frames must be masked"
+        )
+        assert await raw.closed()
+        assert 0.2 <= time.monotonic() - started < 2
+        raw.writer.close()
 
 
 async def test_upgrade_after_other_requests_on_a_kept_alive_connection(raw: RawSocket) -> None:
@@ -320,15 +428,36 @@ async def test_http_routes_still_served_on_the_first_request(raw: RawSocket) -> 
     assert await raw.http_get("/ready") == (b"HTTP/1.1 200 OK", b'{"status": "ready"}')
 
 
+JSON = {"Content-Type": "application/json"}
+APP_UPGRADE = UPGRADE.format(path="/app/app-key")
+
+
 @pytest.mark.parametrize(
-    "request_text",
+    ("request_text", "expected"),
     [
-        "GET /app/app-key HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-        UPGRADE.format(path="/app/app-key").replace("Version: 13", "Version: 8"),
-        UPGRADE.format(path="/app/app-key").replace("HTTP/1.1", "HTTP/1.0"),
+        ("GET /app/app-key HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+         (b"HTTP/1.1 400 Bad Request", JSON, {"error": NO_UPGRADE, "code": 400})),
+        (APP_UPGRADE.replace("Upgrade: websocket\r\n", ""),
+         (b"HTTP/1.1 400 Bad Request", JSON, {"error": NO_UPGRADE, "code": 400})),
+        (APP_UPGRADE.replace("Connection: Upgrade", "Connection: keep-alive"),
+         (b"HTTP/1.1 400 Bad Request", JSON,
+          {"error": "Missing Connection: Upgrade header", "code": 400})),
+        (APP_UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="),
+         (b"HTTP/1.1 400 Bad Request", JSON, {"error": "Invalid" + BAD_KEY, "code": 400})),
+        (APP_UPGRADE.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+         (b"HTTP/1.1 400 Bad Request", JSON, {"error": "Missing" + BAD_KEY, "code": 400})),
+        (APP_UPGRADE.replace("Version: 13", "Version: 8"),
+         (b"HTTP/1.1 426 Upgrade Required", {"Sec-WebSocket-Version": "13", **JSON},
+          {"error": VERSION_13.message, "code": 426})),
+        (APP_UPGRADE.replace("HTTP/1.1", "HTTP/1.0"),
+         (b"HTTP/1.0 400 Bad Request", JSON,
+          {"error": "WebSocket upgrades need HTTP/1.1", "code": 400})),
     ],
-    ids=["plain-get", "version-8", "http-1.0"],
+    ids=["plain-get", "no-upgrade", "no-connection-upgrade", "short-key", "no-key",
+         "version-8", "http-1.0"],
 )
-async def test_non_upgrade_request_on_app_path_is_404(raw: RawSocket, request_text: str) -> None:
+async def test_failed_handshake_on_app_path_is_answered_in_json(
+    raw: RawSocket, request_text: str, expected: tuple[bytes, dict[str, str], Any]
+) -> None:
     await raw.send(request_text.encode())
-    assert (await raw.head()).split(b"\r\n")[0].endswith(b" 404 Not Found")
+    assert await raw.response() == expected
