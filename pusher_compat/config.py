@@ -136,6 +136,9 @@ class ServerConfig:
     """Webhook requests queued or retrying at once, per process; past it the oldest fail."""
     webhook_log_size: int = 1000
     """Deliveries kept per app for ``GET /apps/{id}/webhooks/deliveries``."""
+    webhook_store: str = ""
+    """SQLite file keeping pending webhook deliveries across restarts (local adapter); empty =
+    memory only. The redis adapter always keeps them in Redis."""
     drain_seconds: float = 5.0
     """On SIGTERM, sockets are closed with 4200 in small jittered batches over this window, so
     clients do not all reconnect at the same instant; 0 closes them all at once."""

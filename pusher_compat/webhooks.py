@@ -8,6 +8,10 @@ The hub reports channel-state changes through :meth:`Webhooks.channel_event` (a
 first, and a quick return cancels both the leave and the return, as Pusher does. Failed
 requests are retried with exponential backoff for ``webhook_retry_seconds``. Nothing here
 blocks the event loop, and every queue is bounded.
+
+Pending deliveries are kept in a :mod:`~pusher_compat.webhook_store` until acknowledged or
+expired, and resumed from it on start (or taken over from a dead node): each carries its id in
+``X-Pusher-Compat-Delivery``, and is delivered at least once.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import aiohttp
 
 from .config import AppConfig, ServerConfig, WebhookEndpoint
 from .signatures import webhook_signature
+from .webhook_store import MemoryStore, Stored, WebhookStore
 from .wire import dumps
 
 __all__ = ["Webhooks"]
@@ -101,11 +106,16 @@ class Webhooks:
         server: ServerConfig,
         clock: Callable[[], float] = time.time,
         retry_base_seconds: float = 1.0,
+        store: WebhookStore | None = None,
+        apps: tuple[AppConfig, ...] = (),
     ) -> None:
         """``clock`` gives wall-clock seconds for ``time_ms`` and the log's timestamps;
         ``retry_base_seconds`` is the first backoff delay (doubled per attempt, capped at
-        60 s)."""
+        60 s); ``store`` keeps pending deliveries (default: memory only); ``apps`` are those
+        whose stored deliveries may be resumed."""
         self._server = server
+        self._store: WebhookStore = store if store is not None else MemoryStore()
+        self._apps = {app.id: app for app in apps}
         self._clock = clock
         self._retry_base = retry_base_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,11 +137,13 @@ class Webhooks:
         self._loop = asyncio.get_running_loop()
         timeout = aiohttp.ClientTimeout(total=self._server.webhook_timeout_seconds)
         self._session = aiohttp.ClientSession(timeout=timeout)
+        await self._store.open(self._resume)
 
     async def close(self) -> None:
         """Stop: drop unsent batches and held events, cancel retries, close the session.
 
-        Deliveries still pending are marked failed (``cancelled: server shutting down``).
+        Deliveries still pending are marked failed (``cancelled: server shutting down``) here
+        but stay in the store, for the next run (or, on Redis, a survivor) to resume.
         """
         self._loop = None
         for batch in self._batches.values():
@@ -148,6 +160,7 @@ class Webhooks:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._store.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -233,17 +246,47 @@ class Webhooks:
     def _new_delivery(
         self, app: AppConfig, endpoint: WebhookEndpoint, events: list[Event]
     ) -> _Delivery:
-        """Register a pending delivery, failing the oldest pending one past the limit."""
+        """Register a new pending delivery and keep it in the store."""
+        delivery = _Delivery(
+            uuid.uuid4().hex, next(self._keys), app, endpoint, events, self._now_ms()
+        )
+        self._register(delivery)
+        expires_ms = delivery.created_ms + round(self._server.webhook_retry_seconds * 1000)
+        self._store.add(Stored(delivery.id, app.id, endpoint.url, events, delivery.created_ms,
+                               expires_ms))
+        return delivery
+
+    def _register(self, delivery: _Delivery) -> None:
+        """Make a delivery pending and logged, failing the oldest pending one past the limit."""
         while self._pending and len(self._pending) >= max(1, self._server.webhook_max_pending):
             oldest = next(iter(self._pending.values()))
             log.warning("webhook to %s %s", oldest.endpoint.url, _DROPPED)
             self._settle(oldest, "failed", _DROPPED)
-        delivery = _Delivery(
-            uuid.uuid4().hex, next(self._keys), app, endpoint, events, self._now_ms()
-        )
         self._pending[delivery.id] = delivery
-        self._app_log(app.id).log.append(delivery)
-        return delivery
+        self._app_log(delivery.app.id).log.append(delivery)
+
+    def _resume(self, stored: list[Stored]) -> None:
+        """Send again deliveries from the store (a previous run's, or a dead node's), under
+        their own ids, until their original deadline."""
+        loop = self._loop
+        if loop is None:
+            return
+        for entry in stored:
+            if entry.id in self._pending:
+                continue  # this process is sending it already
+            app = self._apps.get(entry.app_id)
+            hooks = app.webhooks if app is not None else ()
+            endpoint = next((e for e in hooks if e.url == entry.url), None)
+            left_ms = entry.expires_ms - self._now_ms()
+            if app is None or endpoint is None or left_ms <= 0:
+                log.warning("stored webhook %s to %s not resumed: %s", entry.id, entry.url,
+                            "expired" if left_ms <= 0 else "endpoint no longer configured")
+                self._store.remove(entry.id)
+                continue
+            delivery = _Delivery(entry.id, next(self._keys), app, endpoint, entry.events,
+                                 entry.created_ms)
+            self._register(delivery)
+            self._spawn(delivery, self._send(delivery, loop.time() + left_ms / 1000))
 
     def _spawn(self, delivery: _Delivery, work: Coroutine[Any, Any, None]) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -260,6 +303,8 @@ class Webhooks:
         if error is not None:
             delivery.last_error = error
         self._pending.pop(delivery.id, None)
+        if error != _SHUTDOWN:  # acknowledged, expired or dropped; else left for the next run
+            self._store.remove(delivery.id)
         if status == "failed":
             self._app_log(delivery.app.id).failed.append(delivery)
         task = delivery.task
@@ -267,9 +312,11 @@ class Webhooks:
             task.cancel()
         delivery.task = None
 
-    async def _send(self, delivery: _Delivery) -> None:
-        """First attempt, then retries until delivered or the retry window is over."""
-        deadline = asyncio.get_running_loop().time() + self._server.webhook_retry_seconds
+    async def _send(self, delivery: _Delivery, deadline: float | None = None) -> None:
+        """First attempt, then retries until delivered or the retry window (or ``deadline``,
+        loop time) is over."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._server.webhook_retry_seconds
         if await self._attempt(delivery):
             self._settle(delivery, "delivered")
         else:
@@ -308,6 +355,8 @@ class Webhooks:
             "Content-Type": "application/json",  # exactly: pusher-http-node compares it
             "X-Pusher-Key": app.key,
             "X-Pusher-Signature": webhook_signature(app.secret, body),
+            # The same on every attempt, resumed or not: receivers drop duplicates by it.
+            "X-Pusher-Compat-Delivery": delivery.id,
         }
         try:
             # Redirects are not followed: a 3xx is a failure (and aiohttp would turn the POST
