@@ -1,21 +1,24 @@
 """Small helpers for driving the sans-I/O protocol core: a recording sink, a frame decoder
-and a settable clock; and a test server that serves exactly as ``pusher-compat serve`` does."""
+and a settable clock; a test server that serves exactly as ``pusher-compat serve`` does; and a
+webhook receiver."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from pusher_compat.server import listen
 
-__all__ = ["FakeClock", "GatewayTestServer", "ListSink", "WsClient", "unframe"]
+__all__ = ["FakeClock", "GatewayTestServer", "ListSink", "Receiver", "Request", "WsClient",
+           "unframe", "until"]
 
 
 def unframe(frame: bytes) -> str:
@@ -134,3 +137,62 @@ class GatewayTestServer(TestServer):
         self.runner = await listen(self.app, self.host, 0)
         self.port = self.runner.addresses[0][1]
         self._root = URL(f"http://{self.host}:{self.port}")
+
+
+# -- a webhook receiver --------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+    """Lower-cased names, as the Node SDK's ``WebHook`` expects them."""
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.json()["events"]
+
+
+@dataclass
+class Receiver:
+    """Records every POST; answers 500 to the next ``failures`` of them, else 200."""
+
+    requests: list[Request] = field(default_factory=list)
+    failures: int = 0
+    stall_seconds: float = 0.0
+    server: TestServer | None = None
+
+    def url(self, path: str = "/hook") -> str:
+        assert self.server is not None
+        return str(self.server.make_url(path))
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append(Request(request.path, headers, body))
+        if self.stall_seconds:
+            stall, self.stall_seconds = self.stall_seconds, 0.0
+            await asyncio.sleep(stall)
+        if self.failures:
+            self.failures -= 1
+            return web.Response(status=500, text="boom")
+        return web.Response(text="ok")
+
+    async def wait(self, count: int, timeout: float = 3.0) -> list[Request]:
+        """Wait until ``count`` requests arrived; return them all."""
+        await until(lambda: len(self.requests) >= count, timeout)
+        return self.requests
+
+    def events(self) -> list[list[dict[str, Any]]]:
+        return [request.events() for request in self.requests]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
