@@ -16,8 +16,10 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from pusher_compat.server import listen
+from pusher_compat.signatures import webhook_signature
 
-__all__ = ["FakeClock", "GatewayTestServer", "ListSink", "Receiver", "Request", "WsClient",
+__all__ = ["DOWN", "FakeClock", "GatewayTestServer", "ListSink", "Receiver", "Request",
+           "WsClient", "assert_each_delivery_arrived_intact", "subscribe_one_delivery_each",
            "unframe", "until"]
 
 
@@ -155,6 +157,14 @@ class Request:
     def events(self) -> list[dict[str, Any]]:
         return self.json()["events"]
 
+    @property
+    def delivery_id(self) -> str:
+        return self.headers["x-pusher-compat-delivery"]
+
+
+DOWN = 10**9
+"""``Receiver.failures`` of an endpoint that answers 500 to everything."""
+
 
 @dataclass
 class Receiver:
@@ -196,3 +206,22 @@ async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.005)
+
+
+async def subscribe_one_delivery_each(ws: WsClient, receiver: Receiver, channels: list[str]
+                                      ) -> None:
+    """Subscribe to the channels one by one, each once the previous one's
+    ``channel_occupied`` was POSTed, so that each makes a webhook delivery of its own."""
+    for channel in channels:
+        await ws.send("pusher:subscribe", {"channel": channel})
+        assert (await ws.frame())["event"] == "pusher_internal:subscription_succeeded"
+        await until(lambda channel=channel: any(
+            r.events()[0]["channel"] == channel for r in receiver.requests), timeout=10)
+
+
+def assert_each_delivery_arrived_intact(requests: list[Request], secret: str,
+                                        expected: dict[str, Any]) -> None:
+    """Every request validly signed; every id carries the events stored under it."""
+    for request in requests:
+        assert request.headers["x-pusher-signature"] == webhook_signature(secret, request.body)
+        assert request.events() == expected[request.delivery_id]["events"]

@@ -19,10 +19,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import pusher
 import pytest
+import redis
 from aiohttp import web
 from conftest import DEFAULT_CONFIG, NODE_DIR, ROOT, RedisServer, ServerProcess, free_port
+from helpers import (
+    DOWN,
+    Receiver,
+    WsClient,
+    assert_each_delivery_arrived_intact,
+    subscribe_one_delivery_each,
+)
 
 from pusher_compat.client import ClientError, SubscriptionError, connect
 
@@ -365,6 +374,37 @@ async def test_webhooks_are_sent_once_for_the_whole_cluster(
     assert names == sorted([("channel_occupied", ""), ("member_added", "1"),
                             ("member_added", "2"), ("member_removed", "1"),
                             ("member_removed", "2"), ("channel_vacated", "")])
+
+
+async def test_a_killed_nodes_pending_webhooks_are_delivered_by_one_survivor(
+        server_factory: Callable[..., ServerProcess], redis_server: RedisServer,
+        receiver: Receiver) -> None:
+    config = cluster_config(redis_server, "webhook_batch_seconds = 0.001") + (
+        f'[[apps.webhooks]]\nurl = "{receiver.url()}"\nevent_types = ["channel_occupied"]\n')
+    cluster = await start_cluster(server_factory, _webhooks_on_first_app(config))
+    store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+
+    def pending() -> dict[str, Any]:
+        """Every node's pending deliveries, by id, as kept in Redis."""
+        return {i: json.loads(d) for key in store.scan_iter("test:{webhooks}:node:*")
+                for i, d in store.hgetall(key).items()}
+
+    receiver.failures = DOWN
+    async with aiohttp.ClientSession() as session:
+        ws = await WsClient.handshake(await session.ws_connect(cluster[0].ws_url()))
+        await subscribe_one_delivery_each(ws, receiver, [f"ch-{n}" for n in range(20)])
+        await until(lambda: len(pending()) == 20, "20 deliveries kept in redis")
+        before = pending()
+        cluster[0].process.kill()
+    up = len(receiver.requests)
+    receiver.failures = 0
+    await until(lambda: {r.delivery_id for r in receiver.requests[up:]} == before.keys(),
+                "a survivor delivering them", timeout=LEASE * 1.25 + 15)
+    assert_each_delivery_arrived_intact(receiver.requests, cluster[0].secret, before)
+    takers = [node for node in cluster[1:] if any(
+        "resuming its 20 pending webhook deliveries" in line for line in node.log)]
+    assert len(takers) == 1
+    await until(lambda: not pending(), "the delivered ones removed from redis")
 
 
 def _webhooks_on_first_app(config: str) -> str:

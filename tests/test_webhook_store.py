@@ -13,7 +13,14 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import ServerProcess
-from helpers import Receiver, Request, WsClient, until
+from helpers import (
+    DOWN,
+    Receiver,
+    WsClient,
+    assert_each_delivery_arrived_intact,
+    subscribe_one_delivery_each,
+    until,
+)
 
 from pusher_compat.config import AppConfig, ServerConfig, WebhookEndpoint
 from pusher_compat.signatures import webhook_signature
@@ -25,8 +32,6 @@ KEY = "278d425bdf160c739803"
 SECRET = "7ad3773142a6692b25b8"
 OCCUPIED = {"name": "channel_occupied", "channel": "my-channel"}
 RETRY_SECONDS = 5.0
-DOWN = 10**9
-"""``Receiver.failures`` of an endpoint that answers 500 to everything."""
 
 
 def app_with(url: str) -> AppConfig:
@@ -38,10 +43,6 @@ def stored(path: Path) -> dict[str, Any]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         rows = db.execute("SELECT id, delivery FROM webhook_deliveries").fetchall()
     return {row[0]: json.loads(row[1]) for row in rows}
-
-
-def delivery_id(request: Request) -> str:
-    return request.headers["x-pusher-compat-delivery"]
 
 
 WebhooksFactory = Callable[..., Awaitable[Webhooks]]
@@ -92,7 +93,7 @@ async def test_every_attempt_carries_the_delivery_id_of_the_log(
     webhooks.channel_event(app_with(receiver.url()), dict(OCCUPIED))
     first, second = await receiver.wait(2)
     [entry] = webhooks.deliveries(APP_ID)
-    assert delivery_id(first) == delivery_id(second) == entry["id"]
+    assert first.delivery_id == second.delivery_id == entry["id"]
 
 
 async def test_a_pending_delivery_is_stored_until_acknowledged(
@@ -149,7 +150,7 @@ async def test_a_restarted_node_resumes_a_stored_delivery_under_its_id(
     kept = await pending_in_a_closed_run(make_webhooks, receiver, db)
     second = await make_webhooks(app_with(receiver.url()))
     [request] = await receiver.wait(1)
-    assert delivery_id(request) == kept
+    assert request.delivery_id == kept
     assert request.events() == [OCCUPIED]
     assert request.headers["x-pusher-signature"] == webhook_signature(SECRET, request.body)
     await until(lambda: second.deliveries(APP_ID)[0]["status"] == "delivered")
@@ -169,25 +170,6 @@ async def test_a_stored_delivery_to_an_endpoint_no_longer_configured_is_dropped(
 
 
 # -- a node killed with deliveries pending ---------------------------------------------------
-
-
-async def subscribe_one_delivery_each(ws: WsClient, receiver: Receiver, channels: list[str]
-                                      ) -> None:
-    """Subscribe to each channel once its previous ``channel_occupied`` was POSTed, so that
-    each makes a delivery of its own."""
-    for channel in channels:
-        await ws.send("pusher:subscribe", {"channel": channel})
-        assert (await ws.frame())["event"] == "pusher_internal:subscription_succeeded"
-        await until(lambda channel=channel: any(
-            r.events()[0]["channel"] == channel for r in receiver.requests), timeout=10)
-
-
-def assert_each_delivery_arrived_intact(requests: list[Request], secret: str,
-                                        expected: dict[str, Any]) -> None:
-    """Every request validly signed; every id carries the events stored under it."""
-    for request in requests:
-        assert request.headers["x-pusher-signature"] == webhook_signature(secret, request.body)
-        assert request.events() == expected[delivery_id(request)]["events"]
 
 
 async def test_kill_9_with_100_pending_deliveries_loses_none(
@@ -222,7 +204,7 @@ async def test_kill_9_with_100_pending_deliveries_loses_none(
     server_factory(config)
     up = len(receiver.requests)
     receiver.failures = 0
-    await until(lambda: {delivery_id(r) for r in receiver.requests[up:]} == before.keys(),
+    await until(lambda: {r.delivery_id for r in receiver.requests[up:]} == before.keys(),
                 timeout=30)
     assert_each_delivery_arrived_intact(receiver.requests, "app-secret", before)
     arrived = sorted(e["channel"] for r in receiver.requests[up:] for e in r.events())
