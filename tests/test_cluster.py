@@ -376,9 +376,10 @@ async def test_webhooks_are_sent_once_for_the_whole_cluster(
                             ("member_removed", "2"), ("channel_vacated", "")])
 
 
-async def test_a_killed_nodes_pending_webhooks_are_delivered_by_one_survivor(
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+async def test_a_gone_nodes_pending_webhooks_are_delivered_by_one_survivor(
         server_factory: Callable[..., ServerProcess], redis_server: RedisServer,
-        receiver: Receiver) -> None:
+        receiver: Receiver, sig: signal.Signals) -> None:
     config = cluster_config(redis_server, "webhook_batch_seconds = 0.001") + (
         f'[[apps.webhooks]]\nurl = "{receiver.url()}"\nevent_types = ["channel_occupied"]\n')
     cluster = await start_cluster(server_factory, _webhooks_on_first_app(config))
@@ -395,7 +396,7 @@ async def test_a_killed_nodes_pending_webhooks_are_delivered_by_one_survivor(
         await subscribe_one_delivery_each(ws, receiver, [f"ch-{n}" for n in range(20)])
         await until(lambda: len(pending()) == 20, "20 deliveries kept in redis")
         before = pending()
-        cluster[0].process.kill()
+        await asyncio.to_thread(cluster[0].stop, sig)
     up = len(receiver.requests)
     receiver.failures = 0
     await until(lambda: {r.delivery_id for r in receiver.requests[up:]} == before.keys(),
