@@ -150,6 +150,8 @@ class Request:
     headers: dict[str, str]
     """Lower-cased names, as the Node SDK's ``WebHook`` expects them."""
     body: bytes
+    status: int = 200
+    """What the receiver answered."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -182,12 +184,14 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(Request(request.path, headers, body))
+        recorded = Request(request.path, headers, body)
+        self.requests.append(recorded)
         if self.stall_seconds:
             stall, self.stall_seconds = self.stall_seconds, 0.0
             await asyncio.sleep(stall)
         if self.failures:
             self.failures -= 1
+            recorded.status = 500
             return web.Response(status=500, text="boom")
         return web.Response(text="ok")
 
@@ -198,6 +202,10 @@ class Receiver:
 
     def events(self) -> list[list[dict[str, Any]]]:
         return [request.events() for request in self.requests]
+
+    def delivered(self) -> set[str]:
+        """Ids of the deliveries acknowledged (answered 200) at least once."""
+        return {r.delivery_id for r in self.requests if r.status == 200}
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
