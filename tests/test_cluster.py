@@ -376,10 +376,11 @@ async def test_webhooks_are_sent_once_for_the_whole_cluster(
                             ("member_removed", "2"), ("channel_vacated", "")])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGKILL, -9), (signal.SIGTERM, 0)],
+                         ids=["killed", "stopped"])
 async def test_a_gone_nodes_pending_webhooks_are_delivered_by_one_survivor(
         server_factory: Callable[..., ServerProcess], redis_server: RedisServer,
-        receiver: Receiver, sig: signal.Signals) -> None:
+        receiver: Receiver, sig: signal.Signals, exit_code: int) -> None:
     config = cluster_config(redis_server, "webhook_batch_seconds = 0.001") + (
         f'[[apps.webhooks]]\nurl = "{receiver.url()}"\nevent_types = ["channel_occupied"]\n')
     cluster = await start_cluster(server_factory, _webhooks_on_first_app(config))
@@ -395,8 +396,8 @@ async def test_a_gone_nodes_pending_webhooks_are_delivered_by_one_survivor(
         ws = await WsClient.handshake(await session.ws_connect(cluster[0].ws_url()))
         await subscribe_one_delivery_each(ws, receiver, [f"ch-{n}" for n in range(20)])
         await until(lambda: len(pending()) == 20, "20 deliveries kept in redis")
-        before = pending()
-        await asyncio.to_thread(cluster[0].stop, sig)
+    before = pending()
+    assert await asyncio.to_thread(cluster[0].stop, sig) == exit_code
     receiver.failures = 0
     await until(lambda: receiver.delivered() == before.keys(), "a survivor delivering them",
                 timeout=LEASE * 1.25 + 15)
