@@ -336,6 +336,9 @@ def load_settings(
         raise ConfigError(f"{source}: server.node_lease_seconds must be at least 1 second")
     if server.activity_timeout < 1:
         raise ConfigError(f"{source}: server.activity_timeout must be at least 1 second")
+    if server.webhook_store and not Path(server.webhook_store).parent.is_dir():
+        raise ConfigError(f"{source}: server.webhook_store: no directory "
+                          f"{str(Path(server.webhook_store).parent)!r} to keep the file in")
     _check_tls(server, source)
     raw_apps = data.get("apps")
     if raw_apps is None:

@@ -312,6 +312,9 @@ def create_store(server: ServerConfig, adapter: Adapter) -> WebhookStore:
         from .adapters.redis import RedisAdapter
 
         assert isinstance(adapter, RedisAdapter)
+        if server.webhook_store:
+            log.warning("webhook_store %s is not used: on the redis adapter pending webhooks "
+                        "are kept in Redis", server.webhook_store)
         return RedisStore(adapter, server.redis_prefix, server.webhook_retry_seconds,
                           server.node_lease_seconds)
     if server.webhook_store:
