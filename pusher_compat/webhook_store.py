@@ -15,21 +15,25 @@ duplicates carry the same id and the same events.
 
 **Backends.**
 
-* :class:`MemoryStore`: nothing survives the process (the default on the local adapter).
-* :class:`SqliteStore` (``[server] webhook_store = "path"``): one row per pending delivery in a
-  WAL-mode file with ``synchronous=NORMAL``, so a committed row survives ``kill -9`` (a power
-  cut may lose the last commits). Changes are queued and committed in batches by one task, in a
-  worker thread: the event loop never waits for the disk. A delivery acknowledged before its row
-  was written is never written at all, so healthy endpoints cost no disk writes.
-* :class:`RedisStore` (automatic on the redis adapter): each node keeps its pending deliveries in
-  one hash, ``{prefix}:{webhooks}:node:{node}``, and lists itself in ``{prefix}:{webhooks}:owners``.
+* :class:`MemoryWebhookStore`: nothing survives the process (the default, local adapter).
+* :class:`SqliteWebhookStore` (``[server] webhook_store = "path"``): one row per pending
+  delivery in a WAL-mode file with ``synchronous=NORMAL``, so a committed row survives
+  ``kill -9`` (a power cut may lose the last commits). Changes are queued and committed in
+  batches by one task, in a worker thread: the event loop never waits for the disk. A delivery
+  acknowledged before its row was written is never written.
+* :class:`RedisWebhookStore` (automatic on the redis adapter): each node keeps its pending
+  deliveries in one hash, ``{prefix}:{webhooks}:node:{node}``, and lists itself in
+  ``{prefix}:{webhooks}:owners``.
   Liveness is the adapter's: a node leaves ``{prefix}:nodes`` when it stops cleanly or when a
   survivor reaps it after its lease ran out. Every node looks at the owners each lease beat; an
   owner no longer in ``{prefix}:nodes`` is gone, and one script moves its hash into the looking
   node's own and removes it from the owners, atomically, so exactly one survivor resumes each of
   its deliveries. Every webhook key carries the ``{webhooks}`` hash tag, so the script runs on one
-  shard of a Redis Cluster, and each hash expires ``webhook_retry_seconds`` after its last write:
-  nothing outlives the retry window. While Redis is unreachable, new deliveries are kept in
+  shard of a Redis Cluster, and each hash expires ``webhook_retry_seconds`` plus a lease after
+  its last write: nothing outlives the retry window for long. A hash per node rather than a
+  stream with a consumer group: ``XAUTOCLAIM`` hands entries over by idle time, which a live
+  node backing off for up to 60 s would have to keep renewing, while the adapter already
+  decides, once, when a node is dead. While Redis is unreachable, new deliveries are kept in
   memory only (logged). A node reaped while it was only cut off from Redis keeps delivering what
   it holds while a survivor resumes the same deliveries: duplicates, with the same ids.
 """
@@ -51,7 +55,8 @@ if TYPE_CHECKING:
     from .adapters.redis import RedisAdapter
     from .config import ServerConfig
 
-__all__ = ["MemoryStore", "RedisStore", "SqliteStore", "Stored", "WebhookStore", "create_store"]
+__all__ = ["MemoryWebhookStore", "RedisWebhookStore", "SqliteWebhookStore", "Stored",
+           "WebhookStore", "create_store"]
 
 log = logging.getLogger("pusher_compat.webhooks")
 
@@ -101,7 +106,7 @@ class WebhookStore(Protocol):
         """Write what is queued and stop; what is still pending stays for the next run."""
 
 
-class MemoryStore:
+class MemoryWebhookStore:
     """Keeps nothing: pending deliveries end with the process."""
 
     async def open(self, resume: Resume) -> None:
@@ -164,7 +169,7 @@ class _Batched:
             self._writer = None
 
 
-class SqliteStore(_Batched):
+class SqliteWebhookStore(_Batched):
     """Pending deliveries in a SQLite file, for a node restarted on the same disk."""
 
     def __init__(self, path: str) -> None:
@@ -215,6 +220,8 @@ class SqliteStore(_Batched):
 
 
 ADOPT = """
+-- Take over a gone node's pending deliveries, once: only the caller whose SREM removed the node
+-- from the owners moves its hash.
 -- KEYS: owners, the gone node's hash, this node's hash. ARGV: gone node, ttl ms, this node.
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
 local moved = redis.call('HGETALL', KEYS[2])
@@ -228,7 +235,7 @@ return moved
 """
 
 
-class RedisStore(_Batched):
+class RedisWebhookStore(_Batched):
     """Pending deliveries in Redis, taken over by a survivor when their node is gone."""
 
     def __init__(self, adapter: RedisAdapter, prefix: str, retry_seconds: float,
@@ -262,7 +269,7 @@ class RedisStore(_Batched):
         removed = [i for i, d in batch.items() if d is None]
         pipe = self._redis.pipeline(transaction=False)
         if added:
-            pipe.hset(self._mine, mapping=added)  # type: ignore[arg-type]
+            pipe.hset(self._mine, mapping=added)
             pipe.pexpire(self._mine, self._ttl_ms)
             pipe.sadd(self._owners, self._adapter.node)
         if removed:
@@ -315,8 +322,8 @@ def create_store(server: ServerConfig, adapter: Adapter) -> WebhookStore:
         if server.webhook_store:
             log.warning("webhook_store %s is not used: on the redis adapter pending webhooks "
                         "are kept in Redis", server.webhook_store)
-        return RedisStore(adapter, server.redis_prefix, server.webhook_retry_seconds,
+        return RedisWebhookStore(adapter, server.redis_prefix, server.webhook_retry_seconds,
                           server.node_lease_seconds)
     if server.webhook_store:
-        return SqliteStore(server.webhook_store)
-    return MemoryStore()
+        return SqliteWebhookStore(server.webhook_store)
+    return MemoryWebhookStore()

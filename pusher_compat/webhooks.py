@@ -31,7 +31,7 @@ import aiohttp
 
 from .config import AppConfig, ServerConfig, WebhookEndpoint
 from .signatures import webhook_signature
-from .webhook_store import MemoryStore, Stored, WebhookStore
+from .webhook_store import MemoryWebhookStore, Stored, WebhookStore
 from .wire import dumps
 
 __all__ = ["Webhooks"]
@@ -114,7 +114,7 @@ class Webhooks:
         60 s); ``store`` keeps pending deliveries (default: memory only); ``apps`` are those
         whose stored deliveries may be resumed."""
         self._server = server
-        self._store: WebhookStore = store if store is not None else MemoryStore()
+        self._store: WebhookStore = store if store is not None else MemoryWebhookStore()
         self._apps = {app.id: app for app in apps}
         self._clock = clock
         self._retry_base = retry_base_seconds

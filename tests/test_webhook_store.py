@@ -24,7 +24,7 @@ from helpers import (
 
 from pusher_compat.config import AppConfig, ServerConfig, WebhookEndpoint
 from pusher_compat.signatures import webhook_signature
-from pusher_compat.webhook_store import SqliteStore
+from pusher_compat.webhook_store import SqliteWebhookStore
 from pusher_compat.webhooks import Webhooks
 
 APP_ID = "1001"
@@ -60,7 +60,7 @@ async def make_webhooks(tmp_path: Path) -> AsyncIterator[WebhooksFactory]:
                               webhook_retry_seconds=retry_seconds)
         extra = {"clock": clock} if clock else {}
         webhooks = Webhooks(server, retry_base_seconds=0.05, apps=(app,),
-                            store=SqliteStore(str(tmp_path / "webhooks.db")), **extra)
+                            store=SqliteWebhookStore(str(tmp_path / "webhooks.db")), **extra)
         await webhooks.start()
         started.append(webhooks)
         return webhooks
