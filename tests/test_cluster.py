@@ -381,14 +381,29 @@ async def test_webhooks_are_sent_once_for_the_whole_cluster(
 async def test_a_gone_nodes_pending_webhooks_are_delivered_by_one_survivor(
         server_factory: Callable[..., ServerProcess], redis_server: RedisServer,
         receiver: Receiver, sig: signal.Signals, exit_code: int) -> None:
-    config = cluster_config(redis_server, "webhook_batch_seconds = 0.001") + (
-        f'[[apps.webhooks]]\nurl = "{receiver.url()}"\nevent_types = ["channel_occupied"]\n')
-    cluster = await start_cluster(server_factory, _webhooks_on_first_app(config))
+    config = cluster_config(redis_server, "webhook_batch_seconds = 0.001")
+    cluster = await start_cluster(server_factory, with_webhooks_to(receiver, config))
     store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    await assert_a_gone_nodes_pending_webhooks_are_taken_over(cluster, store, receiver, sig,
+                                                              exit_code)
+
+
+def with_webhooks_to(receiver: Receiver, config: str) -> str:
+    """``config`` with app 1001's ``channel_occupied`` webhooks sent to ``receiver``."""
+    return _webhooks_on_first_app(config + (
+        f'[[apps.webhooks]]\nurl = "{receiver.url()}"\nevent_types = ["channel_occupied"]\n'))
+
+
+async def assert_a_gone_nodes_pending_webhooks_are_taken_over(
+        cluster: list[ServerProcess], store: redis.Redis | redis.RedisCluster,
+        receiver: Receiver, sig: signal.Signals, exit_code: int) -> None:
+    """Node 0 holds 20 deliveries to a failing endpoint and stops with ``sig``; once the
+    endpoint answers, one survivor delivers every one of them, signed, under its id.
+    ``store`` reads the deployment's Redis (prefix ``test``, decoded responses)."""
 
     def pending() -> dict[str, Any]:
         """Every node's pending deliveries, by id, as kept in Redis."""
-        return {i: json.loads(d) for key in store.scan_iter("test:{webhooks}:node:*")
+        return {i: json.loads(d) for key in store.scan_iter(match="test:{webhooks}:node:*")
                 for i, d in store.hgetall(key).items()}
 
     receiver.failures = DOWN
