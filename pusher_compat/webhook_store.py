@@ -7,11 +7,11 @@ when a delivery is created, :meth:`~WebhookStore.remove` when it is acknowledged
 is resumed. A delivery keeps its id through restarts and takeovers and sends it in the
 ``X-Pusher-Compat-Delivery`` header: a receiver drops a duplicate by that id.
 
-**What is kept** is the app id, the endpoint URL, the events and the deadline, not the signed
-body. Every attempt, resumed or not, is signed when it is sent, with the app's current secret
-and a fresh ``time_ms``: validators may refuse an old ``time_ms``, and a secret rotated during
-an outage would make a stored signature invalid. The events of a delivery never change, so
-duplicates carry the same id and the same events.
+**What is kept** is the app id, the endpoint URL, the encoded events and the deadline, not
+the signed body. Every attempt, resumed or not, is signed when it is sent, with the app's
+current secret and a fresh ``time_ms``: validators may refuse an old ``time_ms``, and a secret
+rotated during an outage would make a stored signature invalid. The events of a delivery never
+change, so duplicates carry the same id and the same events.
 
 **Backends.**
 
@@ -46,7 +46,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import wire
 
@@ -69,21 +69,24 @@ class Stored:
     app_id: str
     url: str
     """The endpoint's URL: it names the endpoint in the app's configuration."""
-    events: list[dict[str, Any]]
+    payload: bytes
+    """The events, as the JSON array every attempt's body carries (encoded once)."""
     created_ms: int
     expires_ms: int
     """Wall-clock ms after which no attempt starts (``created_ms + webhook_retry_seconds``)."""
 
     def dumps(self) -> bytes:
-        return wire.dumps({"id": self.id, "app_id": self.app_id, "url": self.url,
-                           "events": self.events, "created_ms": self.created_ms,
-                           "expires_ms": self.expires_ms})
+        """One JSON object; the events go in as they are encoded, not decoded again."""
+        head = wire.dumps({"id": self.id, "app_id": self.app_id, "url": self.url,
+                           "created_ms": self.created_ms, "expires_ms": self.expires_ms})
+        return head[:-1] + b',"events":' + self.payload + b"}"
 
     @classmethod
     def loads(cls, data: bytes | str) -> Stored:
         fields = wire.loads(data)
         return cls(str(fields["id"]), str(fields["app_id"]), str(fields["url"]),
-                   list(fields["events"]), int(fields["created_ms"]), int(fields["expires_ms"]))
+                   wire.dumps(fields["events"]), int(fields["created_ms"]),
+                   int(fields["expires_ms"]))
 
 
 Resume = Callable[[list[Stored]], None]

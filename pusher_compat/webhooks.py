@@ -32,7 +32,7 @@ import aiohttp
 from .config import AppConfig, ServerConfig, WebhookEndpoint
 from .signatures import webhook_signature
 from .webhook_store import MemoryWebhookStore, Stored, WebhookStore
-from .wire import dumps
+from .wire import dumps, loads
 
 __all__ = ["Webhooks"]
 
@@ -252,8 +252,8 @@ class Webhooks:
         )
         self._register(delivery)
         expires_ms = delivery.created_ms + round(self._server.webhook_retry_seconds * 1000)
-        self._store.add(Stored(delivery.id, app.id, endpoint.url, events, delivery.created_ms,
-                               expires_ms))
+        self._store.add(Stored(delivery.id, app.id, endpoint.url, dumps(events),
+                               delivery.created_ms, expires_ms))
         return delivery
 
     def _register(self, delivery: _Delivery) -> None:
@@ -283,7 +283,7 @@ class Webhooks:
                             "expired" if left_ms <= 0 else "endpoint no longer configured")
                 self._store.remove(entry.id)
                 continue
-            delivery = _Delivery(entry.id, next(self._keys), app, endpoint, entry.events,
+            delivery = _Delivery(entry.id, next(self._keys), app, endpoint, loads(entry.payload),
                                  entry.created_ms)
             self._register(delivery)
             self._spawn(delivery, self._send(delivery, loop.time() + left_ms / 1000))
