@@ -142,6 +142,9 @@ class ServerConfig:
     webhook_log_max_bytes: int = 8 * 1024 * 1024
     """Bytes of encoded (truncated) events in one app's delivery log; past it the oldest
     delivered entries leave first, then the oldest failed ones."""
+    webhook_store: str = ""
+    """SQLite file keeping pending webhook deliveries across restarts (local adapter); empty =
+    memory only. The redis adapter always keeps them in Redis."""
     drain_seconds: float = 5.0
     """On SIGTERM, sockets are closed with 4200 in small jittered batches over this window, so
     clients do not all reconnect at the same instant; 0 closes them all at once."""
@@ -373,6 +376,9 @@ def load_settings(
     if server.metrics_port > 65535 or server.port == server.metrics_port != 0:
         raise ConfigError(f"{source}: server.metrics_port must be a port other than "
                           f"server.port (or 0), got {server.metrics_port}")
+    if server.webhook_store and not Path(server.webhook_store).parent.is_dir():
+        raise ConfigError(f"{source}: server.webhook_store: no directory "
+                          f"{str(Path(server.webhook_store).parent)!r} to keep the file in")
     _check_tls(server, source)
     raw_apps = data.get("apps")
     if raw_apps is None:

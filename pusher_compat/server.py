@@ -41,6 +41,7 @@ from .http_guard import HttpGuard, Pending, PendingHeads
 from .hub import Hub, HubListener
 from .metrics import METRICS, Metrics, metrics_handler, metrics_listener
 from .stats import SqliteStore, StatisticsApi, StatisticsLogger
+from .webhook_store import create_store
 from .webhooks import Webhooks
 from .wire import Code, PusherError
 
@@ -375,14 +376,16 @@ async def _up(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings) -> web.Application:
     """The aiohttp application serving ``settings``: WebSocket gateway plus HTTP API."""
-    webhooks = Webhooks(settings.server) if any(a.webhooks for a in settings.apps) else None
     server = settings.server
+    adapter = create_adapter(settings)
+    webhooks = (Webhooks(server, store=create_store(server, adapter), apps=settings.apps)
+                if any(a.webhooks for a in settings.apps) else None)
     store = SqliteStore(server.stats_path) if server.stats_path else None
     # The dashboard listens to the hub and reads it: built first, given the hub after.
     dashboard = (Dashboard(settings, None, server.dashboard_password, store=store)
                  if server.dashboard_password else None)
     listeners: list[HubListener] = [x for x in (webhooks, dashboard) if x is not None]
-    hub = Hub(listeners=listeners, adapter=create_adapter(settings))
+    hub = Hub(listeners=listeners, adapter=adapter)
     if dashboard is not None:
         dashboard.hub = hub
     gateway = Gateway(settings, hub)

@@ -19,6 +19,10 @@ oldest. A settled delivery enters the log with each event's ``data`` cut to
 delivered entries first, then its oldest failures. Drops are counted per app and reason
 (:meth:`Webhooks.dropped`, for ``/metrics``) and logged at most every
 :data:`_DROP_LOG_SECONDS`.
+
+Pending deliveries are kept in a :mod:`~pusher_compat.webhook_store` until acknowledged or
+expired, and resumed from it on start (or taken over from a dead node): each carries its id in
+``X-Pusher-Compat-Delivery``, and is delivered at least once.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import aiohttp
 from .config import AppConfig, ServerConfig, WebhookEndpoint
 from .limits import ByteBudget
 from .signatures import webhook_signature
+from .webhook_store import MemoryWebhookStore, Stored, WebhookStore
 from .wire import dumps, loads
 
 __all__ = ["LOG_DATA_CHARS", "Drop", "NotReplayable", "Webhooks"]
@@ -189,11 +194,16 @@ class Webhooks:
         server: ServerConfig,
         clock: Callable[[], float] = time.time,
         retry_base_seconds: float = 1.0,
+        store: WebhookStore | None = None,
+        apps: tuple[AppConfig, ...] = (),
     ) -> None:
         """``clock`` gives wall-clock seconds for ``time_ms`` and the log's timestamps;
         ``retry_base_seconds`` is the first backoff delay (doubled per attempt, capped at
-        60 s)."""
+        60 s); ``store`` keeps pending deliveries (default: memory only); ``apps`` are those
+        whose stored deliveries may be resumed."""
         self._server = server
+        self._store: WebhookStore = store if store is not None else MemoryWebhookStore()
+        self._apps = {app.id: app for app in apps}
         self._clock = clock
         self._retry_base = retry_base_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -222,11 +232,13 @@ class Webhooks:
         self._loop = asyncio.get_running_loop()
         timeout = aiohttp.ClientTimeout(total=self._server.webhook_timeout_seconds)
         self._session = aiohttp.ClientSession(timeout=timeout)
+        await self._store.open(self._resume)
 
     async def close(self) -> None:
         """Stop: drop unsent batches and held events, cancel retries, close the session.
 
-        Deliveries still pending are marked failed (``cancelled: server shutting down``).
+        Deliveries still pending are marked failed (``cancelled: server shutting down``) here
+        but stay in the store, for the next run (or, on Redis, a survivor) to resume.
         """
         self._loop = None
         for batch in self._batches.values():
@@ -243,6 +255,7 @@ class Webhooks:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._store.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -330,16 +343,49 @@ class Webhooks:
     def _new_delivery(
         self, app: AppConfig, endpoint: WebhookEndpoint, payload: bytes, client_only: bool
     ) -> _Delivery:
-        """Register a pending delivery of the encoded events ``payload``, then drop pending
-        deliveries past the limits (maybe this one: check its status before sending)."""
+        """Register a pending delivery of the encoded events ``payload`` and keep it in the
+        store, then drop pending deliveries past the limits (maybe this one: check its status
+        before sending)."""
         delivery = _Delivery(uuid.uuid4().hex, next(self._keys), app, endpoint, payload,
                              client_only, self._now_ms())
+        expires_ms = delivery.created_ms + round(self._server.webhook_retry_seconds * 1000)
+        self._store.add(Stored(delivery.id, app.id, endpoint.url, payload, delivery.created_ms,
+                               expires_ms))
+        self._register(delivery)
+        return delivery
+
+    def _register(self, delivery: _Delivery) -> None:
+        """Make a delivery pending, then drop pending deliveries past the limits."""
         self._pending[delivery.id] = delivery
-        self._pending_bytes.add(len(payload))
-        if client_only:
+        self._pending_bytes.add(len(delivery.payload))
+        if delivery.client_events_only:
             self._pending_client[delivery.id] = delivery
         self._shed_pending()
-        return delivery
+
+    def _resume(self, stored: list[Stored]) -> None:
+        """Send again deliveries from the store (a previous run's, or a dead node's), under
+        their own ids, until their original deadline."""
+        loop = self._loop
+        if loop is None:
+            return
+        for entry in stored:
+            if entry.id in self._pending:
+                continue  # this process is sending it already
+            app = self._apps.get(entry.app_id)
+            hooks = app.webhooks if app is not None else ()
+            endpoint = next((e for e in hooks if e.url == entry.url), None)
+            left_ms = entry.expires_ms - self._now_ms()
+            if app is None or endpoint is None or left_ms <= 0:
+                log.warning("stored webhook %s to %s not resumed: %s", entry.id, entry.url,
+                            "expired" if left_ms <= 0 else "endpoint no longer configured")
+                self._store.remove(entry.id)
+                continue
+            client_only = all(e["name"] == "client_event" for e in loads(entry.payload))
+            delivery = _Delivery(entry.id, next(self._keys), app, endpoint, entry.payload,
+                                 client_only, entry.created_ms)
+            self._register(delivery)
+            if delivery.status == "pending":
+                self._spawn(delivery, self._send(delivery, loop.time() + left_ms / 1000))
 
     def _shed_pending(self) -> None:
         """Fail pending deliveries while over ``webhook_max_pending`` or its byte budget:
@@ -388,6 +434,8 @@ class Webhooks:
         if error is not None:
             delivery.last_error = error
         del self._pending[delivery.id]
+        if error != _SHUTDOWN:  # acknowledged, expired or dropped; else left for the next run
+            self._store.remove(delivery.id)
         self._pending_bytes.remove(len(delivery.payload))
         self._pending_client.pop(delivery.id, None)
         for evicted in self._app_log(delivery.app.id).keep(delivery):
@@ -397,9 +445,11 @@ class Webhooks:
             task.cancel()
         delivery.task = None
 
-    async def _send(self, delivery: _Delivery) -> None:
-        """First attempt, then retries until delivered or the retry window is over."""
-        deadline = asyncio.get_running_loop().time() + self._server.webhook_retry_seconds
+    async def _send(self, delivery: _Delivery, deadline: float | None = None) -> None:
+        """First attempt, then retries until delivered or the retry window (or ``deadline``,
+        loop time) is over."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._server.webhook_retry_seconds
         if await self._attempt(delivery):
             self._settle(delivery, "delivered")
         else:
@@ -440,6 +490,8 @@ class Webhooks:
             "Content-Length": str(sum(len(part) for part in body)),
             "X-Pusher-Key": app.key,
             "X-Pusher-Signature": webhook_signature(app.secret, *body),
+            # The same on every attempt, resumed or not: receivers drop duplicates by it.
+            "X-Pusher-Compat-Delivery": delivery.id,
         }
         try:
             # Redirects are not followed: a 3xx is a failure (and aiohttp would turn the POST

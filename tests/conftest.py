@@ -14,15 +14,18 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from helpers import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
@@ -333,3 +336,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     redis.start()
     yield redis
     redis.stop()
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Receiver:
+    """A webhook endpoint on a loopback port of the test's own loop."""
+    recorder = Receiver()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", recorder.handle)
+    recorder.server = await aiohttp_server(app)
+    return recorder

@@ -1,25 +1,28 @@
 """Small helpers for driving the sans-I/O protocol core: a recording sink, a frame decoder
-and a settable clock; a raw TCP client speaking HTTP and WebSocket by hand; and a test server
-that serves exactly as ``pusher-compat serve`` does."""
+and a settable clock; a raw TCP client speaking HTTP and WebSocket by hand; a test server
+that serves exactly as ``pusher-compat serve`` does; and a webhook receiver."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from pusher_compat import websocket
 from pusher_compat.server import listen
+from pusher_compat.signatures import webhook_signature
 
 __all__ = [
-    "MASK", "SWITCHING", "UPGRADE", "FakeClock", "GatewayTestServer", "ListSink", "RawSocket",
-    "WsClient", "client_frame", "unframe", "upgraded",
+    "DOWN", "MASK", "SWITCHING", "UPGRADE", "FakeClock", "GatewayTestServer", "ListSink",
+    "RawSocket", "Receiver", "Request", "WsClient", "assert_each_delivery_arrived_intact",
+    "client_frame", "subscribe_one_delivery_each", "unframe", "until", "upgraded",
 ]
 
 
@@ -230,3 +233,97 @@ class GatewayTestServer(TestServer):
         self.runner = await listen(self.app, self.host, 0)
         self.port = self.runner.addresses[0][1]
         self._root = URL(f"http://{self.host}:{self.port}")
+
+
+# -- a webhook receiver --------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+    """Lower-cased names, as the Node SDK's ``WebHook`` expects them."""
+    body: bytes
+    status: int = 200
+    """What the receiver answered."""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.json()["events"]
+
+    @property
+    def delivery_id(self) -> str:
+        return self.headers["x-pusher-compat-delivery"]
+
+
+DOWN = 10**9
+"""``Receiver.failures`` of an endpoint that answers 500 to everything."""
+
+
+@dataclass
+class Receiver:
+    """Records every POST; answers 500 to the next ``failures`` of them, else 200."""
+
+    requests: list[Request] = field(default_factory=list)
+    failures: int = 0
+    stall_seconds: float = 0.0
+    server: TestServer | None = None
+
+    def url(self, path: str = "/hook") -> str:
+        assert self.server is not None
+        return str(self.server.make_url(path))
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        recorded = Request(request.path, headers, body)
+        self.requests.append(recorded)
+        if self.stall_seconds:
+            stall, self.stall_seconds = self.stall_seconds, 0.0
+            await asyncio.sleep(stall)
+        if self.failures:
+            self.failures -= 1
+            recorded.status = 500
+            return web.Response(status=500, text="boom")
+        return web.Response(text="ok")
+
+    async def wait(self, count: int, timeout: float = 3.0) -> list[Request]:
+        """Wait until ``count`` requests arrived; return them all."""
+        await until(lambda: len(self.requests) >= count, timeout)
+        return self.requests
+
+    def events(self) -> list[list[dict[str, Any]]]:
+        return [request.events() for request in self.requests]
+
+    def delivered(self) -> set[str]:
+        """Ids of the deliveries acknowledged (answered 200) at least once."""
+        return {r.delivery_id for r in self.requests if r.status == 200}
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def subscribe_one_delivery_each(ws: WsClient, receiver: Receiver, channels: list[str]
+                                      ) -> None:
+    """Subscribe to the channels one by one, each once the previous one's
+    ``channel_occupied`` was POSTed, so that each makes a webhook delivery of its own."""
+    for channel in channels:
+        await ws.send("pusher:subscribe", {"channel": channel})
+        assert (await ws.frame())["event"] == "pusher_internal:subscription_succeeded"
+        await until(lambda channel=channel: any(
+            r.events()[0]["channel"] == channel for r in receiver.requests), timeout=10)
+
+
+def assert_each_delivery_arrived_intact(requests: list[Request], secret: str,
+                                        expected: dict[str, Any]) -> None:
+    """Every request validly signed; every id carries the events stored under it."""
+    for request in requests:
+        assert request.headers["x-pusher-signature"] == webhook_signature(secret, request.body)
+        assert request.events() == expected[request.delivery_id]["events"]

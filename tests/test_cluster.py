@@ -19,10 +19,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import pusher
 import pytest
+import redis
 from aiohttp import web
 from conftest import DEFAULT_CONFIG, NODE_DIR, ROOT, RedisServer, ServerProcess, free_port
+from helpers import (
+    DOWN,
+    Receiver,
+    WsClient,
+    assert_each_delivery_arrived_intact,
+    subscribe_one_delivery_each,
+)
 
 from pusher_compat.client import Client, ClientError, SubscriptionError, connect
 
@@ -365,6 +374,53 @@ async def test_webhooks_are_sent_once_for_the_whole_cluster(
     assert names == sorted([("channel_occupied", ""), ("member_added", "1"),
                             ("member_added", "2"), ("member_removed", "1"),
                             ("member_removed", "2"), ("channel_vacated", "")])
+
+
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGKILL, -9), (signal.SIGTERM, 0)],
+                         ids=["killed", "stopped"])
+async def test_a_gone_nodes_pending_webhooks_are_delivered_by_one_survivor(
+        server_factory: Callable[..., ServerProcess], redis_server: RedisServer,
+        receiver: Receiver, sig: signal.Signals, exit_code: int) -> None:
+    config = cluster_config(redis_server, "webhook_batch_seconds = 0.001")
+    cluster = await start_cluster(server_factory, with_webhooks_to(receiver, config))
+    store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    await assert_a_gone_nodes_pending_webhooks_are_taken_over(cluster, store, receiver, sig,
+                                                              exit_code)
+
+
+def with_webhooks_to(receiver: Receiver, config: str) -> str:
+    """``config`` with app 1001's ``channel_occupied`` webhooks sent to ``receiver``."""
+    return _webhooks_on_first_app(config + (
+        f'[[apps.webhooks]]\nurl = "{receiver.url()}"\nevent_types = ["channel_occupied"]\n'))
+
+
+async def assert_a_gone_nodes_pending_webhooks_are_taken_over(
+        cluster: list[ServerProcess], store: redis.Redis | redis.RedisCluster,
+        receiver: Receiver, sig: signal.Signals, exit_code: int) -> None:
+    """Node 0 holds 20 deliveries to a failing endpoint and stops with ``sig``; once the
+    endpoint answers, one survivor delivers every one of them, signed, under its id.
+    ``store`` reads the deployment's Redis (prefix ``test``, decoded responses)."""
+
+    def pending() -> dict[str, Any]:
+        """Every node's pending deliveries, by id, as kept in Redis."""
+        return {i: json.loads(d) for key in store.scan_iter(match="test:{webhooks}:node:*")
+                for i, d in store.hgetall(key).items()}
+
+    receiver.failures = DOWN
+    async with aiohttp.ClientSession() as session:
+        ws = await WsClient.handshake(await session.ws_connect(cluster[0].ws_url()))
+        await subscribe_one_delivery_each(ws, receiver, [f"ch-{n}" for n in range(20)])
+        await until(lambda: len(pending()) == 20, "20 deliveries kept in redis")
+    before = pending()
+    assert await asyncio.to_thread(cluster[0].stop, sig) == exit_code
+    receiver.failures = 0
+    await until(lambda: receiver.delivered() == before.keys(), "a survivor delivering them",
+                timeout=LEASE * 1.25 + 15)
+    assert_each_delivery_arrived_intact(receiver.requests, cluster[0].secret, before)
+    takers = [node for node in cluster[1:] if any(
+        "resuming its 20 pending webhook deliveries" in line for line in node.log)]
+    assert len(takers) == 1
+    await until(lambda: not pending(), "the delivered ones removed from redis")
 
 
 def _webhooks_on_first_app(config: str) -> str:

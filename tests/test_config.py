@@ -111,6 +111,14 @@ def test_invalid_file_names_the_file_and_the_key(tmp_path: Path, text: str, mess
     assert message in str(raised.value)
 
 
+def test_webhook_store_in_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, f"[server]\nwebhook_store = '{tmp_path}/absent/webhooks.db'\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, env={})
+    assert str(raised.value) == (f"{path}: server.webhook_store: no directory "
+                                 f"'{tmp_path}/absent' to keep the file in")
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "absent.toml", env={})

@@ -11,6 +11,7 @@ them across shards.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 import test_cluster
 from conftest import ServerProcess, free_port
+from helpers import Receiver
 from redis.cluster import RedisCluster
-from test_cluster import Fleet, cluster_config, start_cluster
+from test_cluster import Fleet, cluster_config, start_cluster, with_webhooks_to
 
 fleet, fleet_factory = test_cluster.fleet, test_cluster.fleet_factory
 """test_cluster's fixtures; ``fleet`` starts on this module's ``nodes``."""
@@ -153,3 +155,14 @@ async def test_events_published_while_the_redis_cluster_is_down_reach_other_node
         nodes: list[ServerProcess], redis_cluster: RedisClusterServers) -> None:
     await test_cluster.assert_events_published_while_redis_is_down_arrive_once_it_is_back(
         nodes, redis_cluster)
+
+
+async def test_a_killed_nodes_pending_webhooks_are_delivered_by_one_survivor(
+        server_factory: Callable[..., ServerProcess], redis_cluster: RedisClusterServers,
+        receiver: Receiver) -> None:
+    config = FIRST_APP + cluster_config(
+        redis_cluster, "webhook_batch_seconds = 0.001")  # type: ignore[arg-type]
+    cluster = await start_cluster(server_factory, with_webhooks_to(receiver, config))
+    store = RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0], decode_responses=True)
+    await test_cluster.assert_a_gone_nodes_pending_webhooks_are_taken_over(
+        cluster, store, receiver, signal.SIGKILL, -9)

@@ -11,17 +11,14 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pusher
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from conftest import ServerProcess
-from helpers import FakeClock, ListSink, WsClient
+from helpers import FakeClock, ListSink, Receiver, Request, WsClient, until
 
 from pusher_compat.config import AppConfig, ServerConfig, WebhookEndpoint
 from pusher_compat.connection import Connection
@@ -49,73 +46,6 @@ SERVER = ServerConfig(activity_timeout=30)
 
 OCCUPIED = {"name": "channel_occupied", "channel": "my-channel"}
 VACATED = {"name": "channel_vacated", "channel": "my-channel"}
-
-
-# -- the receiver --------------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    """Lower-cased names, as the Node SDK's ``WebHook`` expects them."""
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def events(self) -> list[dict[str, Any]]:
-        return self.json()["events"]
-
-
-@dataclass
-class Receiver:
-    """Records every POST; answers 500 to the next ``failures`` of them, else 200."""
-
-    requests: list[Request] = field(default_factory=list)
-    failures: int = 0
-    stall_seconds: float = 0.0
-    server: TestServer | None = None
-
-    def url(self, path: str = "/hook") -> str:
-        assert self.server is not None
-        return str(self.server.make_url(path))
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(Request(request.path, headers, body))
-        if self.stall_seconds:
-            stall, self.stall_seconds = self.stall_seconds, 0.0
-            await asyncio.sleep(stall)
-        if self.failures:
-            self.failures -= 1
-            return web.Response(status=500, text="boom")
-        return web.Response(text="ok")
-
-    async def wait(self, count: int, timeout: float = 3.0) -> list[Request]:
-        """Wait until ``count`` requests arrived; return them all."""
-        await until(lambda: len(self.requests) >= count, timeout)
-        return self.requests
-
-    def events(self) -> list[list[dict[str, Any]]]:
-        return [request.events() for request in self.requests]
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
-
-
-@pytest.fixture
-async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Receiver:
-    recorder = Receiver()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", recorder.handle)
-    recorder.server = await aiohttp_server(app)
-    return recorder
 
 
 WebhooksFactory = Callable[..., Awaitable[Webhooks]]

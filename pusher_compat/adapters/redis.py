@@ -232,6 +232,15 @@ class RedisAdapter:
         self._local.bind(hub)
 
     @property
+    def client(self) -> aioredis.Redis | RedisCluster:
+        """The Redis client, shared with the webhook store."""
+        return self._redis
+
+    async def live_nodes(self) -> set[str]:
+        """Nodes not reaped yet: a node leaves this set only once its state was undone."""
+        return {_text(n) for n in await self._redis.zrange(f"{self._prefix}:nodes", 0, -1)}
+
+    @property
     def hub(self) -> Hub:
         assert self._hub is not None, "RedisAdapter used before bind()"
         return self._hub
