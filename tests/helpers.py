@@ -13,9 +13,10 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from pusher_compat.config import WEBHOOK_EVENTS, AppConfig
 from pusher_compat.server import listen
 
-__all__ = ["FakeClock", "GatewayTestServer", "ListSink", "WsClient", "unframe"]
+__all__ = ["FakeClock", "GatewayTestServer", "ListSink", "Recorder", "WsClient", "unframe"]
 
 
 def unframe(frame: bytes) -> str:
@@ -77,6 +78,19 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@dataclass
+class Recorder:
+    """A hub listener recording webhook event objects."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def webhook_events(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["name"] in WEBHOOK_EVENTS]
 
 
 class WsClient:

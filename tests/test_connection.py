@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from helpers import FakeClock, ListSink
+from helpers import FakeClock, ListSink, Recorder
 
 from pusher_compat import wire
 from pusher_compat.channels import channel_name_error
-from pusher_compat.config import WEBHOOK_EVENTS, AppConfig, ServerConfig
+from pusher_compat.config import AppConfig, ServerConfig
 from pusher_compat.connection import Connection, State
 from pusher_compat.hub import Hub
 from pusher_compat.signatures import channel_string, sign_auth, user_string
@@ -1479,19 +1479,6 @@ def test_signed_in_connection_outlives_the_deadline(hub: Hub) -> None:
 
 def cache_miss(channel: str) -> dict[str, Any]:
     return {"event": "pusher:cache_miss", "channel": channel}
-
-
-@dataclass
-class Recorder:
-    """A hub listener recording webhook event objects."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def webhook_events(self) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["name"] in WEBHOOK_EVENTS]
 
 
 def remember(hub: Hub, channel: str, data: str, app: AppConfig = APP) -> bytes:
