@@ -129,6 +129,18 @@ class WsClient:
     async def expect_silent(self) -> None:
         assert await self.drain() == []
 
+    async def subscribe_all(self, channels: list[str], batch: int = 1000) -> None:
+        """Subscribe to many public channels, ``batch`` frames in flight at a time (so the
+        server never holds more than a batch of answers for a client that is not reading)."""
+        for start in range(0, len(channels), batch):
+            names = channels[start:start + batch]
+            for name in names:
+                await self.send("pusher:subscribe", {"channel": name})
+            for name in names:
+                assert await self.frame() == {
+                    "event": "pusher_internal:subscription_succeeded", "channel": name,
+                    "data": "{}"}
+
 
 async def _text(ws: ClientWebSocketResponse, timeout: float) -> str:
     message = await asyncio.wait_for(ws.receive(), timeout)
