@@ -129,6 +129,8 @@ class _Release:
     connection: Subscriber
     names: list[str]
     """The channels it held when it closed, last first: popped as they are left."""
+    held: int
+    """How many channels it held when it closed."""
 
 
 def _discard(index: dict[str, dict[Subscriber, None]], key: str, connection: Subscriber) -> bool:
@@ -234,7 +236,8 @@ class Hub:
         state.connections.pop(connection.socket_id, None)
         for watched in connection.watchlist:
             _discard(state.watchers, watched, connection)
-        release = _Release(connection, list(reversed(connection.channels)))
+        release = _Release(connection, list(reversed(connection.channels)),
+                           len(connection.channels))
         if not self._releasing:
             # Nothing older waits: a socket with few channels is released right here.
             self._leave_some(release, RELEASE_CHUNK)
@@ -271,12 +274,21 @@ class Hub:
             self.leave(release.connection, names.pop())
             budget -= 1
         if not names:
-            self._released(release.connection)
+            self._released(release.connection, release.held)
         return budget
 
-    def _released(self, connection: Subscriber) -> None:
-        """The last channel of a closed connection is left: the user goes, then the socket."""
+    def _released(self, connection: Subscriber, held: int) -> None:
+        """The last of the ``held`` channels of a closed connection is left: the user goes,
+        then the socket."""
         app = connection.app
+        # A dict never shrinks as keys are deleted: without this, a socket that held 100,000
+        # channels leaves tables of megabytes behind, here and in whatever still refers to the
+        # closed connection. Copying the app's channels costs at most what leaving ``held``
+        # of them did.
+        connection.channels.clear()
+        state = self._state(app.id)
+        if held > RELEASE_CHUNK and len(state.channels) < held:
+            state.channels = dict(state.channels)
         user_id = connection.user_id
         if user_id is not None and _discard(self._state(app.id).users, user_id, connection):
             self.adapter.signed_out(app, user_id, lambda out: self._signed_out(app, user_id, out))

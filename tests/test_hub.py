@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -517,3 +518,13 @@ def test_sockets_closed_meanwhile_wait_their_turn_with_one_pass_scheduled(loop: 
     assert (hub.releasing, occupied(hub), len(loop.waiting)) == (1, 1, 1)
     loop.step()
     assert (hub.releasing, occupied(hub), loop.waiting) == (0, 0, [])
+
+
+def test_a_released_socket_keeps_no_table_sized_for_its_channels(loop: Loop) -> None:
+    """Deleting keys never shrinks a dict: the emptied one is cleared, so that a closed
+    connection something still refers to does not pin megabytes."""
+    hub = Hub(defer=loop)
+    conn, _ = holding(hub, 2 * RELEASE_CHUNK)
+    conn.closed()
+    loop.step()
+    assert sys.getsizeof(conn.channels) == sys.getsizeof({})
