@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -15,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
-from conftest import ServerProcess, free_port
+from conftest import ROOT, ServerProcess, free_port
 from helpers import FakeClock, GatewayTestServer, ListSink, WsClient
 
 from pusher_compat import signatures, wire
@@ -310,3 +312,32 @@ async def test_up_answers_within_100_ms_while_a_socket_with_100000_channels_is_r
     assert max(latencies) < 0.1, f"/up took up to {max(latencies) * 1000:.0f} ms"
     assert len(latencies) >= 2, "the release ended before /up could be asked during it"
     assert public_channels(server) == 0
+
+
+def hold_channels(*args: str) -> dict[str, Any]:
+    """Run ``bench/hold_channels.py`` (its own server) and return its JSON line."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "hold_channels.py"), "--settle", "1", *args],
+        capture_output=True, text=True, timeout=110, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.strip().splitlines()
+    figures: dict[str, Any] = json.loads(line)
+    return figures
+
+
+@pytest.mark.slow
+def test_memory_of_sockets_at_the_default_channel_limit_is_returned() -> None:
+    figures = hold_channels("--channels", "1000", "--rounds", "5")
+    assert figures["growth_kib"] < 2 * 1024, figures
+
+
+@pytest.mark.slow
+def test_memory_of_100000_channel_sockets_is_reused_not_accumulated() -> None:
+    """What a 100,000-channel socket used is kept by the allocator (arenas pinned by a few
+    survivors) but reused by the next one: RSS does not climb round after round."""
+    figures = hold_channels("--channels", "100000", "--rounds", "3")
+    first, *_, last = figures["rss_after_each_kib"]
+    assert last - first < 16 * 1024, figures
+    assert figures["growth_kib"] < 40 * 1024, figures
+    assert figures["up_max_ms"] < 100, figures
