@@ -145,9 +145,10 @@ def _discard(index: dict[str, dict[Subscriber, None]], key: str, connection: Sub
 
 
 RELEASE_CHUNK = 500
-"""Channels a closed connection leaves per loop iteration. Leaving one costs about 10-20 µs
-(more with webhooks listening): a socket holding 100,000 channels is released over ~200
-iterations of a few milliseconds each instead of one multi-second stall."""
+"""Channels a closed connection leaves per loop iteration. Leaving one cost 1.6 µs here, 6 µs
+with webhooks listening (measured: 100,000 at once held the loop 160 ms, 590 ms with
+webhooks): 500 keep each pass to a few milliseconds, and 100,000 channels are released over
+200 iterations in well under a second."""
 
 
 def _watchlist_frame(events: list[dict[str, Any]]) -> bytes:
