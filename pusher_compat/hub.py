@@ -291,7 +291,7 @@ class Hub:
         if held > RELEASE_CHUNK and len(state.channels) < held:
             state.channels = dict(state.channels)
         user_id = connection.user_id
-        if user_id is not None and _discard(self._state(app.id).users, user_id, connection):
+        if user_id is not None and _discard(state.users, user_id, connection):
             self.adapter.signed_out(app, user_id, lambda out: self._signed_out(app, user_id, out))
         if self._listeners:
             self.notify(app, {"name": "connection_closed", "socket_id": connection.socket_id})
