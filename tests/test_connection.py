@@ -4,6 +4,7 @@ exact frames sent (protocol.md §1-§5, §9)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -819,6 +820,19 @@ def test_refused_subscriptions_count_toward_the_rate_limit(hub: Hub) -> None:
     client.take()
     client.subscribe("b")
     assert client.take() == rate_limit_refused("b", 1)
+
+
+def test_only_the_first_limit_refusal_of_a_socket_is_logged(
+        hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pusher_compat")
+    client = connect(hub, app=CAPPED)
+    for channel in ("a", "b", "c", "d"):
+        client.subscribe(channel)
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals == [
+        f"socket {client.socket_id} of app 1: subscription refused (Channel limit reached: a "
+        "connection may be subscribed to at most 2 channels); later refusals on this socket "
+        "are not logged"]
 
 
 def test_zero_limits_mean_unlimited(hub: Hub) -> None:
