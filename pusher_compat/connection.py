@@ -8,6 +8,7 @@ the :class:`~pusher_compat.hub.Hub`. Tests drive it with plain strings and a lis
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ from .limits import PerSecond
 from .wire import Code, PusherError, SubscriptionError
 
 __all__ = ["Connection", "SignIn", "Sink", "State"]
+
+log = logging.getLogger("pusher_compat")
 
 
 class Sink(Protocol):
@@ -53,9 +56,9 @@ class Connection:
     """One client connection of one app, from ``connection_established`` to close."""
 
     __slots__ = (
-        "_client_events", "_clock", "_counters", "_hub", "_sink", "app", "channels",
-        "last_activity", "opened_at", "ping_sent_at", "server", "signin", "socket_id", "state",
-        "user_id", "user_info", "watchlist",
+        "_client_events", "_clock", "_counters", "_hub", "_refused", "_sink", "_subscribes",
+        "app", "channels", "last_activity", "opened_at", "ping_sent_at", "server", "signin",
+        "socket_id", "state", "user_id", "user_info", "watchlist",
     )
 
     def __init__(
@@ -85,6 +88,11 @@ class Connection:
         self.ping_sent_at: float | None = None
         self._client_events: PerSecond | None = None
         """Made on the first client event: most sockets never send one."""
+        self._subscribes = PerSecond(app.max_subscriptions_per_second)
+        """``pusher:subscribe`` messages in the current second."""
+        self._refused = 0
+        """Subscriptions refused by a limit: only the first is logged, so that a flood of
+        them cannot flood the log too."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -189,6 +197,7 @@ class Connection:
         if problem:
             raise PusherError(None, f"Invalid pusher:subscribe: {problem}")
         name: str = data["channel"]
+        self._check_subscription_limits(name)
         invalid = channel_name_error(name, self.app.max_channel_name_length)
         if invalid:
             raise SubscriptionError(name, "InvalidChannel", invalid, 4009)
@@ -206,6 +215,31 @@ class Connection:
             if kind.presence:
                 member = self._presence_member(name, channel_data)
         self._hub.join(self, name, member)
+
+    def _check_subscription_limits(self, name: str) -> None:
+        """Refuse past the subscribe rate or the channel count: both checked before any
+        signature, so a flood costs a counter, not an HMAC, and cannot grow the hub."""
+        app = self.app
+        refusal = None
+        if not self._subscribes.allow(self._clock()):
+            refusal = SubscriptionError(
+                name, "LimitReached",
+                f"Subscription rate limit reached: at most {app.max_subscriptions_per_second} "
+                "subscriptions per second", 4301, Code.RATE_LIMITED,
+            )
+        elif (app.max_channels_per_connection and name not in self.channels
+              and len(self.channels) >= app.max_channels_per_connection):
+            refusal = SubscriptionError(
+                name, "LimitReached",
+                f"Channel limit reached: a connection may be subscribed to at most "
+                f"{app.max_channels_per_connection} channels", 4300, Code.SUBSCRIPTION_LIMIT,
+            )
+        if refusal is not None:
+            self._refused += 1
+            if self._refused == 1:
+                log.info("socket %s of app %s: subscription refused (%s); later refusals on "
+                         "this socket are not logged", self.socket_id, app.id, refusal.message)
+            raise refusal
 
     def _check_channel_auth(self, name: str, auth: str, channel_data: str | None) -> None:
         string = signatures.channel_string(self.socket_id, name, channel_data)

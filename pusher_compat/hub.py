@@ -8,8 +8,10 @@ on this path awaits.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -120,6 +122,17 @@ class _AppState:
     counters: Counters = field(default_factory=Counters)
 
 
+@dataclass(slots=True)
+class _Release:
+    """A closed connection still leaving its channels."""
+
+    connection: Subscriber
+    names: list[str]
+    """The channels it held when it closed, last first: popped as they are left."""
+    held: int
+    """How many channels it held when it closed."""
+
+
 def _discard(index: dict[str, dict[Subscriber, None]], key: str, connection: Subscriber) -> bool:
     """Remove ``connection`` under ``key``; True when it was there."""
     entries = index.get(key)
@@ -129,6 +142,13 @@ def _discard(index: dict[str, dict[Subscriber, None]], key: str, connection: Sub
     if not entries:
         del index[key]
     return True
+
+
+RELEASE_CHUNK = 500
+"""Channels a closed connection leaves per loop iteration. Leaving one cost 1.6 µs here, 6 µs
+with webhooks listening (measured: 100,000 at once held the loop 160 ms, 590 ms with
+webhooks): 500 keep each pass to a few milliseconds, and 100,000 channels are released over
+200 iterations in well under a second."""
 
 
 def _watchlist_frame(events: list[dict[str, Any]]) -> bytes:
@@ -143,10 +163,18 @@ class Hub:
         listeners: Sequence[HubListener] = (),
         clock: Callable[[], float] = time.monotonic,
         adapter: Adapter | None = None,
+        defer: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self._apps: dict[str, _AppState] = {}
         self._listeners = tuple(listeners)
         self.clock = clock
+        self._defer = defer
+        """Runs a callback on a later loop iteration; ``None``: the running loop's
+        ``call_soon``. Tests pass their own to step through a release."""
+        self._releasing: deque[_Release] = deque()
+        """Closed connections still leaving their channels, oldest first."""
+        self._scheduled = False
+        """Whether a :meth:`_release` pass is waiting for the loop: never more than one."""
         self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
         self.adapter.bind(self)
 
@@ -197,14 +225,71 @@ class Hub:
         return self._state(connection.app.id).connections.get(connection.socket_id) is connection
 
     def remove(self, connection: Subscriber) -> None:
-        """Forget a closed connection: leave every channel, then drop it from the indexes."""
-        for name in list(connection.channels):
-            self.leave(connection, name)
-        app = connection.app
-        state = self._state(app.id)
+        """Forget a closed connection.
+
+        It leaves the indexes at once (it no longer counts as open, no watchlist event reaches
+        it), then its channels, at most :data:`RELEASE_CHUNK` per loop iteration, so that a
+        socket holding many channels never stalls the loop; a closed connection drops whatever
+        the channels it is still in deliver meanwhile. After its last channel, the user is
+        signed out and ``connection_closed`` told: the order a small socket has all at once.
+        """
+        state = self._state(connection.app.id)
         state.connections.pop(connection.socket_id, None)
         for watched in connection.watchlist:
             _discard(state.watchers, watched, connection)
+        release = _Release(connection, list(reversed(connection.channels)),
+                           len(connection.channels))
+        if not self._releasing:
+            # Nothing older waits: a socket with few channels is released right here.
+            self._leave_some(release, RELEASE_CHUNK)
+        if release.names:
+            self._releasing.append(release)
+            self._schedule()
+
+    @property
+    def releasing(self) -> int:
+        """Closed connections whose channels are still being left."""
+        return len(self._releasing)
+
+    def _schedule(self) -> None:
+        if self._releasing and not self._scheduled:
+            self._scheduled = True
+            (self._defer or asyncio.get_running_loop().call_soon)(self._release)
+
+    def _release(self) -> None:
+        """One loop iteration's share: up to :data:`RELEASE_CHUNK` channels of the oldest
+        closed connections."""
+        self._scheduled = False
+        budget = RELEASE_CHUNK
+        while self._releasing and budget:
+            release = self._releasing[0]
+            budget = self._leave_some(release, budget)
+            if not release.names:
+                self._releasing.popleft()
+        self._schedule()
+
+    def _leave_some(self, release: _Release, budget: int) -> int:
+        """Leave up to ``budget`` of the channels still held; the budget left over."""
+        names = release.names
+        while names and budget:
+            self.leave(release.connection, names.pop())
+            budget -= 1
+        if not names:
+            self._released(release.connection, release.held)
+        return budget
+
+    def _released(self, connection: Subscriber, held: int) -> None:
+        """The last of the ``held`` channels of a closed connection is left: the user goes,
+        then the socket."""
+        app = connection.app
+        # A dict never shrinks as keys are deleted: without this, a socket that held 100,000
+        # channels leaves tables of megabytes behind, here and in whatever still refers to the
+        # closed connection. Copying the app's channels costs at most what leaving ``held``
+        # of them did.
+        connection.channels.clear()
+        state = self._state(app.id)
+        if held > RELEASE_CHUNK and len(state.channels) < held:
+            state.channels = dict(state.channels)
         user_id = connection.user_id
         if user_id is not None and _discard(state.users, user_id, connection):
             self.adapter.signed_out(app, user_id, lambda out: self._signed_out(app, user_id, out))

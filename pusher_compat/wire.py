@@ -87,7 +87,12 @@ class Code(IntEnum):
     RECONNECT = 4200
     PONG_NOT_RECEIVED = 4201
     CLOSED_AFTER_INACTIVITY = 4202
+    SUBSCRIPTION_LIMIT = 4300
+    """A subscription refused because the socket holds ``max_channels_per_connection``
+    channels (Pusher's generic 43xx: reported, the socket stays open)."""
     CLIENT_EVENT_REJECTED = 4301
+    RATE_LIMITED = 4301
+    """Pusher's rate-limit code, for subscriptions as for client events."""
     WATCHLIST_OVER_LIMIT = 4302
 
 
@@ -116,18 +121,20 @@ class SubscriptionError(Exception):
 
     Rendered as a channel-scoped ``pusher:subscription_error`` (Soketi's shape, which reaches
     Echo's ``.error()`` callback) followed by a connection-level ``pusher:error`` with
-    ``code: null`` (real Pusher's form).
+    ``code: null`` (real Pusher's form), or with ``code`` for a refusal Pusher gives a code
+    (a limit reached).
     """
 
     channel: str
     type: str
     message: str
     status: int
+    code: Code | None = None
 
     def to_frames(self) -> tuple[bytes, bytes]:
         detail = {"type": self.type, "error": self.message, "status": self.status}
         scoped = {"event": "pusher:subscription_error", "channel": self.channel, "data": detail}
-        return frame(dumps(scoped)), error_frame(None, self.message)
+        return frame(dumps(scoped)), error_frame(self.code, self.message)
 
 
 def frame(payload: bytes) -> bytes:

@@ -16,13 +16,15 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from pusher_compat import websocket
+from pusher_compat.config import WEBHOOK_EVENTS, AppConfig
 from pusher_compat.server import listen
 from pusher_compat.signatures import webhook_signature
 
 __all__ = [
     "DOWN", "MASK", "SWITCHING", "UPGRADE", "FakeClock", "GatewayTestServer", "ListSink",
-    "RawSocket", "Receiver", "Request", "WsClient", "assert_each_delivery_arrived_intact",
-    "client_frame", "subscribe_one_delivery_each", "unframe", "until", "upgraded",
+    "RawSocket", "Receiver", "Recorder", "Request", "WsClient",
+    "assert_each_delivery_arrived_intact", "client_frame", "subscribe_one_delivery_each",
+    "unframe", "until", "upgraded",
 ]
 
 
@@ -87,6 +89,19 @@ class FakeClock:
         self.now += seconds
 
 
+@dataclass
+class Recorder:
+    """A hub listener recording webhook event objects."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def webhook_events(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["name"] in WEBHOOK_EVENTS]
+
+
 class WsClient:
     """A raw protocol-7 WebSocket client of a server under test, past its handshake."""
 
@@ -122,6 +137,18 @@ class WsClient:
 
     async def expect_silent(self) -> None:
         assert await self.drain() == []
+
+    async def subscribe_all(self, channels: list[str], batch: int = 1000) -> None:
+        """Subscribe to many public channels, ``batch`` frames in flight at a time (so the
+        server never holds more than a batch of answers for a client that is not reading)."""
+        for start in range(0, len(channels), batch):
+            names = channels[start:start + batch]
+            for name in names:
+                await self.send("pusher:subscribe", {"channel": name})
+            for name in names:
+                assert await self.frame() == {
+                    "event": "pusher_internal:subscription_succeeded", "channel": name,
+                    "data": "{}"}
 
 
 async def _text(ws: ClientWebSocketResponse, timeout: float) -> str:

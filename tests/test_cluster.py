@@ -34,6 +34,7 @@ from helpers import (
 )
 
 from pusher_compat.client import Client, ClientError, SubscriptionError, connect
+from pusher_compat.hub import RELEASE_CHUNK
 
 LEASE = 2
 """node_lease_seconds of the test clusters: a killed node is reaped within LEASE * 1.25."""
@@ -491,6 +492,25 @@ async def test_channels_api_answers_for_the_whole_cluster_from_any_node(
     fleet.send("unsubscribe", id="a", channel="sport")
     await until(lambda: sdk(nodes[2]).channel_info("sport")["occupied"] is False,
                 "sport vacated")
+
+
+async def test_a_socket_holding_thousands_of_channels_releases_them_all_cluster_wide(
+        server_factory: Callable[..., ServerProcess], redis_server: RedisServer) -> None:
+    """Released over several loop iterations, every channel still leaves Redis too."""
+    config = cluster_config(redis_server).replace("client_events = true", """client_events = true
+max_channels_per_connection = 0
+max_subscriptions_per_second = 0""", 1)
+    first, second = await start_cluster(server_factory, config, count=2)
+    channels = [f"c{i}" for i in range(5 * RELEASE_CHUNK)]
+    async with aiohttp.ClientSession() as session:
+        holder = await WsClient.handshake(await session.ws_connect(first.ws_url()))
+        await holder.subscribe_all(channels)
+        await until(lambda: len(sdk(second).channels_info()["channels"]) == len(channels),
+                    "every channel seen from the other node")
+        await holder.ws.close()
+    for node in (first, second):
+        await until(lambda node=node: sdk(node).channels_info() == {"channels": {}},
+                    f"every channel released, seen from node {node.port}")
 
 
 # -- failures ------------------------------------------------------------------------------

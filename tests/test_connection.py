@@ -4,16 +4,17 @@ exact frames sent (protocol.md §1-§5, §9)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from helpers import FakeClock, ListSink
+from helpers import FakeClock, ListSink, Recorder
 
 from pusher_compat import wire
 from pusher_compat.channels import channel_name_error
-from pusher_compat.config import WEBHOOK_EVENTS, AppConfig, ServerConfig
+from pusher_compat.config import AppConfig, ServerConfig
 from pusher_compat.connection import Connection, State
 from pusher_compat.hub import Hub
 from pusher_compat.signatures import channel_string, sign_auth, user_string
@@ -712,6 +713,137 @@ def test_presence_resubscribe_then_one_unsubscribe_removes_the_member(hub: Hub) 
     assert (channel.subscription_count, channel.user_count) == (1, 1)
 
 
+# -- per-socket subscription limits ---------------------------------------------------------
+
+
+def channel_limit_refused(channel: str, limit: int) -> list[dict[str, Any]]:
+    message = (f"Channel limit reached: a connection may be subscribed to at most {limit} "
+               "channels")
+    return [{"event": "pusher:subscription_error", "channel": channel,
+             "data": {"type": "LimitReached", "error": message, "status": 4300}},
+            error(4300, message)]
+
+
+def rate_limit_refused(channel: str, limit: int) -> list[dict[str, Any]]:
+    message = f"Subscription rate limit reached: at most {limit} subscriptions per second"
+    return [{"event": "pusher:subscription_error", "channel": channel,
+             "data": {"type": "LimitReached", "error": message, "status": 4301}},
+            error(4301, message)]
+
+
+CAPPED = AppConfig(id="1", key=KEY, secret=SECRET, max_channels_per_connection=2,
+                   max_subscriptions_per_second=0)
+
+
+def test_subscription_past_channel_limit_is_refused_with_4300(hub: Hub) -> None:
+    client = connect(hub, app=CAPPED)
+    client.subscribe("a")
+    client.subscribe("b")
+    client.take()
+    client.subscribe("c")
+    assert client.take() == channel_limit_refused("c", 2)
+    assert hub.channel("1", "c") is None
+    assert list(client.conn.channels) == ["a", "b"]
+
+
+def test_socket_past_channel_limit_stays_usable(hub: Hub) -> None:
+    client = connect(hub, app=CAPPED)
+    for channel in ("a", "b", "c"):
+        client.subscribe(channel)
+    client.take()
+    client.send({"event": "pusher:ping", "data": {}})
+    client.unsubscribe("a")
+    client.subscribe("c")
+    assert client.take() == [PONG, succeeded("c")]
+    assert client.conn.state is State.OPEN
+
+
+def test_resubscribing_a_held_channel_at_the_channel_limit_succeeds(hub: Hub) -> None:
+    client = connect(hub, app=CAPPED)
+    client.subscribe("a")
+    client.subscribe("b")
+    client.take()
+    client.subscribe("b")
+    assert client.take() == [succeeded("b")]
+
+
+def test_channel_limit_is_checked_before_the_signature(hub: Hub) -> None:
+    client = connect(hub, app=CAPPED)
+    client.subscribe("a")
+    client.subscribe("b")
+    client.take()
+    client.subscribe("private-c", KEY + ":" + "0" * 64)
+    assert client.take() == channel_limit_refused("private-c", 2)
+
+
+def test_default_channel_limit_admits_1000_channels_and_refuses_the_1001st(hub: Hub) -> None:
+    clock = FakeClock()
+    client = connect(hub, clock=clock)
+    for index in range(1000):
+        if index % 100 == 0:
+            clock.advance(1.0)  # stay under the default 100 subscriptions per second
+        client.subscribe(f"c{index}")
+    assert client.take() == [succeeded(f"c{index}") for index in range(1000)]
+    clock.advance(1.0)
+    client.subscribe("c1000")
+    assert client.take() == channel_limit_refused("c1000", 1000)
+
+
+def test_subscription_past_rate_limit_is_refused_with_4301(hub: Hub) -> None:
+    app = AppConfig(id="1", key=KEY, secret=SECRET, max_subscriptions_per_second=2)
+    client = connect(hub, app=app)
+    client.subscribe("a")
+    client.subscribe("b")
+    client.subscribe("c")
+    assert client.take() == [succeeded("a"), succeeded("b"), *rate_limit_refused("c", 2)]
+    assert hub.channel("1", "c") is None
+
+
+def test_subscription_rate_limit_admits_again_in_the_next_second(hub: Hub) -> None:
+    app = AppConfig(id="1", key=KEY, secret=SECRET, max_subscriptions_per_second=1)
+    clock = FakeClock()
+    client = connect(hub, app=app, clock=clock)
+    client.subscribe("a")
+    client.subscribe("b")
+    client.take()
+    clock.advance(1.0)
+    client.subscribe("b")
+    assert client.take() == [succeeded("b")]
+
+
+def test_refused_subscriptions_count_toward_the_rate_limit(hub: Hub) -> None:
+    """Every subscribe message costs, signed or not: a flood of bad signatures is throttled
+    before any HMAC is computed."""
+    app = AppConfig(id="1", key=KEY, secret=SECRET, max_subscriptions_per_second=1)
+    client = connect(hub, app=app)
+    client.subscribe("private-a", KEY + ":" + "0" * 64)
+    client.take()
+    client.subscribe("b")
+    assert client.take() == rate_limit_refused("b", 1)
+
+
+def test_only_the_first_limit_refusal_of_a_socket_is_logged(
+        hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pusher_compat")
+    client = connect(hub, app=CAPPED)
+    for channel in ("a", "b", "c", "d"):
+        client.subscribe(channel)
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals == [
+        f"socket {client.socket_id} of app 1: subscription refused (Channel limit reached: a "
+        "connection may be subscribed to at most 2 channels); later refusals on this socket "
+        "are not logged"]
+
+
+def test_zero_limits_mean_unlimited(hub: Hub) -> None:
+    app = AppConfig(id="1", key=KEY, secret=SECRET, max_channels_per_connection=0,
+                    max_subscriptions_per_second=0)
+    client = connect(hub, app=app)
+    for index in range(1500):
+        client.subscribe(f"c{index}")
+    assert client.take() == [succeeded(f"c{index}") for index in range(1500)]
+
+
 # -- unsubscribe ---------------------------------------------------------------------------
 
 
@@ -1369,19 +1501,6 @@ def test_signed_in_connection_outlives_the_deadline(hub: Hub) -> None:
 
 def cache_miss(channel: str) -> dict[str, Any]:
     return {"event": "pusher:cache_miss", "channel": channel}
-
-
-@dataclass
-class Recorder:
-    """A hub listener recording webhook event objects."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def webhook_events(self) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["name"] in WEBHOOK_EVENTS]
 
 
 def remember(hub: Hub, channel: str, data: str, app: AppConfig = APP) -> bytes:

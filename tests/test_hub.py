@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import pytest
-from helpers import FakeClock, ListSink, unframe
+from helpers import FakeClock, ListSink, Recorder, unframe
 
 import pusher_compat.hub as hub_module
 from pusher_compat import wire
@@ -15,7 +17,7 @@ from pusher_compat.adapters.base import Joined, Left, SignedIn, SignedOut
 from pusher_compat.adapters.local import LocalAdapter
 from pusher_compat.config import AppConfig, ServerConfig
 from pusher_compat.connection import Connection, SignIn
-from pusher_compat.hub import Channel, Hub, Member
+from pusher_compat.hub import RELEASE_CHUNK, Channel, Hub, Member
 from pusher_compat.signatures import channel_string, sign_auth, user_string
 
 KEY = "278d425bdf160c739803"
@@ -442,3 +444,161 @@ def test_signing_in_as_a_then_b_while_a_is_pending_leaves_nothing_of_b_behind(
     cluster.answer_all()
     assert cluster.users == {"a": 0}
     assert hub.user_connections("1", "a") == []
+
+
+def test_a_presence_join_not_yet_answered_counts_toward_the_channel_limit(
+        late: tuple[Hub, LateCluster]) -> None:
+    hub, _ = late
+    app = AppConfig(id="1", key=KEY, secret=SECRET, max_channels_per_connection=1)
+    conn, sink = connect(hub, app)
+    hub.join(conn, "presence-room", Member("1"))
+    conn.receive('{"event":"pusher:subscribe","data":{"channel":"news"}}')
+    assert [json.loads(unframe(f))["data"]["type"] for f in sink.frames[:1]] == [
+        "LimitReached"]
+    assert hub.channel("1", "news") is None
+
+
+# -- releasing a closed socket over several loop iterations --------------------------------
+
+
+UNCAPPED = AppConfig(id="1", key=KEY, secret=SECRET, max_channels_per_connection=0,
+                     max_subscriptions_per_second=0)
+
+
+@dataclass
+class Loop:
+    """A ``defer`` for the hub: callbacks wait until the test runs the next iteration."""
+
+    waiting: list[Callable[[], None]] = field(default_factory=list)
+
+    def __call__(self, callback: Callable[[], None]) -> None:
+        self.waiting.append(callback)
+
+    def step(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for callback in waiting:
+            callback()
+
+
+@pytest.fixture
+def loop() -> Loop:
+    return Loop()
+
+
+def holding(hub: Hub, count: int, prefix: str = "c") -> tuple[Connection, ListSink]:
+    """A connection subscribed to ``count`` public channels."""
+    conn, sink = connect(hub, UNCAPPED)
+    for index in range(count):
+        hub.join(conn, f"{prefix}{index}", None)
+    sink.frames.clear()
+    return conn, sink
+
+
+def occupied(hub: Hub) -> int:
+    return sum(1 for _ in hub.channels("1"))
+
+
+def test_a_socket_with_few_channels_is_released_at_once(loop: Loop) -> None:
+    hub = Hub(defer=loop)
+    conn, _ = holding(hub, RELEASE_CHUNK)
+    conn.closed()
+    assert (occupied(hub), hub.releasing, loop.waiting) == (0, 0, [])
+
+
+def test_a_socket_with_many_channels_is_released_a_chunk_per_loop_iteration(
+        loop: Loop) -> None:
+    hub = Hub(defer=loop)
+    conn, _ = holding(hub, 2 * RELEASE_CHUNK + 1)
+    conn.closed()
+    assert (occupied(hub), len(loop.waiting)) == (RELEASE_CHUNK + 1, 1)
+    loop.step()
+    assert (occupied(hub), len(loop.waiting)) == (1, 1)
+    loop.step()
+    assert (occupied(hub), hub.releasing, loop.waiting) == (0, 0, [])
+    assert conn.channels == {}
+
+
+def test_a_socket_being_released_is_no_longer_open_and_receives_nothing(loop: Loop) -> None:
+    hub = Hub(defer=loop)
+    conn, sink = holding(hub, RELEASE_CHUNK + 1)
+    conn.closed()
+    assert hub.local_connection_count("1") == 0
+    last = f"c{RELEASE_CHUNK}"
+    assert hub.channel("1", last) is not None
+    hub.publish("1", last, EVENT)
+    assert sink.frames == []
+
+
+def test_channels_are_left_in_subscription_order(loop: Loop) -> None:
+    recorder = Recorder()
+    hub = Hub(listeners=[recorder], defer=loop)
+    conn, _ = holding(hub, RELEASE_CHUNK + 2)
+    recorder.events.clear()
+    conn.closed()
+    loop.step()
+    vacated = [e["channel"] for e in recorder.events if e["name"] == "channel_vacated"]
+    assert vacated == [f"c{index}" for index in range(RELEASE_CHUNK + 2)]
+
+
+def test_connection_closed_is_told_after_the_last_channel_is_left(loop: Loop) -> None:
+    recorder = Recorder()
+    hub = Hub(listeners=[recorder], defer=loop)
+    conn, _ = holding(hub, RELEASE_CHUNK + 1)
+    conn.closed()
+    assert "connection_closed" not in [e["name"] for e in recorder.events]
+    loop.step()
+    assert recorder.events[-2:] == [
+        {"name": "channel_vacated", "channel": f"c{RELEASE_CHUNK}"},
+        {"name": "connection_closed", "socket_id": conn.socket_id},
+    ]
+
+
+def test_presence_members_of_a_released_socket_are_announced_removed(loop: Loop) -> None:
+    hub = Hub(defer=loop)
+    conn, _ = holding(hub, RELEASE_CHUNK)
+    hub.join(conn, "presence-room", Member("1"))
+    other, other_sink = connect(hub)
+    hub.join(other, "presence-room", Member("2"))
+    other_sink.frames.clear()
+    conn.closed()
+    assert other_sink.frames == []
+    loop.step()
+    assert [json.loads(unframe(f)) for f in other_sink.frames] == [{
+        "event": "pusher_internal:member_removed", "channel": "presence-room",
+        "data": '{"user_id":"1"}'}]
+
+
+def test_a_signed_in_socket_goes_offline_after_its_channels(loop: Loop) -> None:
+    hub = Hub(defer=loop)
+    conn, sink = connect(hub, UNCAPPED)
+    signin(conn, sink, "7")
+    for index in range(RELEASE_CHUNK + 1):
+        hub.join(conn, f"c{index}", None)
+    conn.closed()
+    assert hub.signed_in_users("1") == {"7": 1}
+    loop.step()
+    assert hub.signed_in_users("1") == {}
+
+
+def test_sockets_closed_meanwhile_wait_their_turn_with_one_pass_scheduled(loop: Loop) -> None:
+    hub = Hub(defer=loop)
+    big, _ = holding(hub, 2 * RELEASE_CHUNK, "big")
+    small, _ = holding(hub, 1, "small")
+    big.closed()
+    small.closed()
+    assert (hub.releasing, len(loop.waiting)) == (2, 1)
+    assert hub.channel("1", "small0") is not None
+    loop.step()  # the big one's last chunk takes the whole iteration
+    assert (hub.releasing, occupied(hub), len(loop.waiting)) == (1, 1, 1)
+    loop.step()
+    assert (hub.releasing, occupied(hub), loop.waiting) == (0, 0, [])
+
+
+def test_a_released_socket_keeps_no_table_sized_for_its_channels(loop: Loop) -> None:
+    """Deleting keys never shrinks a dict: the emptied one is cleared, so that a closed
+    connection something still refers to does not pin megabytes."""
+    hub = Hub(defer=loop)
+    conn, _ = holding(hub, 2 * RELEASE_CHUNK)
+    conn.closed()
+    loop.step()
+    assert sys.getsizeof(conn.channels) == sys.getsizeof({})

@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
-from helpers import FakeClock, GatewayTestServer, ListSink
+from conftest import ROOT, ServerProcess, free_port
+from helpers import FakeClock, GatewayTestServer, ListSink, WsClient
 
 from pusher_compat import signatures, wire
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -299,3 +305,106 @@ def test_overall_failures_in_the_window_make_every_key_wait() -> None:
         throttle.failed(key, now)
     assert throttle.retry_after("d", 20.0) == 40.0
     assert throttle.retry_after("d", 60.0) == 0.0
+
+
+# -- one socket cannot take the whole server -----------------------------------------------
+
+
+HOLDER_CONFIG = """
+[server]
+activity_timeout = 120
+
+[[apps]]
+id = "1001"
+key = "app-key"
+secret = "app-secret"
+max_channels_per_connection = 100001
+max_subscriptions_per_second = 0
+
+[[apps.webhooks]]
+url = "http://127.0.0.1:{port}/hook"
+"""
+"""Caps raised for one socket to hold 100,000 channels (and a presence channel); webhooks on
+(to a port nobody listens on), so that every channel left queues webhook events too."""
+
+LAST = "presence-last"
+"""Subscribed last by the holder, so released last: its ``member_removed`` tells the watcher
+the whole release is over."""
+
+
+async def join(client: WsClient, server: ServerProcess, user_id: str) -> None:
+    channel_data = json.dumps({"user_id": user_id})
+    string = signatures.channel_string(client.socket_id, LAST, channel_data)
+    auth = signatures.sign_auth(server.key, server.secret, string)
+    await client.send("pusher:subscribe",
+                      {"channel": LAST, "auth": auth, "channel_data": channel_data})
+    assert (await client.frame())["event"] == "pusher_internal:subscription_succeeded"
+
+
+def public_channels(server: ServerProcess) -> float:
+    """The ``pusher_compat_channels`` gauge of public channels, read from ``/metrics`` (no
+    sample when there are none)."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(r'^pusher_compat_channels\{[^}]*type="public"[^}]*\} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_up_answers_within_100_ms_while_a_socket_with_100000_channels_is_released(
+        server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory(HOLDER_CONFIG.format(port=free_port()))
+    async with aiohttp.ClientSession() as session:
+        watcher = await WsClient.handshake(await session.ws_connect(server.ws_url()))
+        holder = await WsClient.handshake(await session.ws_connect(server.ws_url()))
+        await holder.subscribe_all([f"c{i}" for i in range(100_000)])
+        await join(watcher, server, "watcher")
+        await join(holder, server, "holder")
+        assert (await watcher.frame())["event"] == "pusher_internal:member_added"
+        assert public_channels(server) == 100_000
+
+        # Not awaited: the server may answer the close only once it is done with the socket.
+        closing = asyncio.create_task(holder.ws.close())
+        removed = asyncio.create_task(asyncio.wait_for(watcher.ws.receive(), 60))
+        latencies = []
+        while not removed.done() and len(latencies) < 10_000:
+            start = time.monotonic()
+            async with session.get(server.url + "/up") as response:
+                assert response.status == 200
+            latencies.append(time.monotonic() - start)
+        message = await removed
+        await closing
+    assert json.loads(message.data) == {
+        "event": "pusher_internal:member_removed", "channel": LAST,
+        "data": '{"user_id":"holder"}'}
+    assert max(latencies) < 0.1, f"/up took up to {max(latencies) * 1000:.0f} ms"
+    assert len(latencies) >= 2, "the release ended before /up could be asked during it"
+    assert public_channels(server) == 0
+
+
+def hold_channels(*args: str) -> dict[str, Any]:
+    """Run ``bench/hold_channels.py`` (its own server) and return its JSON line."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "hold_channels.py"), "--settle", "1", *args],
+        capture_output=True, text=True, timeout=110, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.strip().splitlines()
+    figures: dict[str, Any] = json.loads(line)
+    return figures
+
+
+@pytest.mark.slow
+def test_memory_of_sockets_at_the_default_channel_limit_is_returned() -> None:
+    figures = hold_channels("--channels", "1000", "--rounds", "5")
+    assert figures["growth_kib"] < 2 * 1024, figures
+
+
+@pytest.mark.slow
+def test_memory_of_100000_channel_sockets_is_reused_not_accumulated() -> None:
+    """What a 100,000-channel socket used is kept by the allocator (arenas pinned by a few
+    survivors) but reused by the next one: RSS does not climb round after round."""
+    figures = hold_channels("--channels", "100000", "--rounds", "3")
+    first, *_, last = figures["rss_after_each_kib"]
+    assert last - first < 16 * 1024, figures
+    assert figures["growth_kib"] < 40 * 1024, figures
+    assert figures["up_max_ms"] < 100, figures
