@@ -89,11 +89,12 @@ class AppConfig:
     max_channels_per_connection: int = 1000
     """Channels one socket may be subscribed to at once; 0 = unlimited. Past it the
     subscription is refused (``LimitReached``, 4300) and the socket stays open."""
-    max_subscriptions_per_second: int = 100
+    max_subscriptions_per_second: int = 1000
     """``pusher:subscribe`` messages one socket may send per second; 0 = unlimited. Past it
     the subscription is refused (``LimitReached``, 4301) and the socket stays open. pusher-js
-    resubscribes every channel at once after a reconnect: keep this at least as high as the
-    most channels a real client holds."""
+    resubscribes every channel at once after a reconnect, so the default equals the channel
+    limit: a client at that limit is never refused on reconnect. Keep it at least as high as
+    ``max_channels_per_connection``."""
     max_presence_members: int = 100
     max_presence_user_info_bytes: int = 1024
     max_presence_user_id_length: int = 128
