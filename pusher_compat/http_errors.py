@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterable
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadStatusLine, HttpProcessingError, LineTooLong
@@ -22,7 +24,9 @@ from multidict import CIMultiDict
 
 from . import wire
 
-__all__ = ["JsonErrorRunner", "json_error", "json_errors"]
+__all__ = [
+    "HttpError", "JsonErrorRunner", "json_answer", "json_error", "json_errors", "retry_after",
+]
 
 log = logging.getLogger("pusher_compat")
 
@@ -39,12 +43,40 @@ def json_error(status: int, message: str,
                         headers=CIMultiDict(headers))
 
 
+def json_answer(value: Any) -> web.Response:
+    """A successful answer: ``value`` as JSON (encoded once, with the wire encoder)."""
+    return web.Response(body=wire.dumps(value), content_type="application/json")
+
+
+class HttpError(Exception):
+    """Raised by any handler to answer ``status`` with ``{"error": message, "code": status}``
+    and ``headers``: the one error type of every HTTP endpoint (the middleware
+    :func:`json_errors` answers it, so handlers need not catch it)."""
+
+    def __init__(self, status: int, message: str,
+                 headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = tuple(headers)
+
+    def response(self) -> web.Response:
+        return json_error(self.status, self.message, self.headers)
+
+
+def retry_after(seconds: float) -> tuple[str, str]:
+    """The ``Retry-After`` header for a wait of ``seconds`` (whole seconds, at least 1)."""
+    return ("Retry-After", str(max(1, math.ceil(seconds))))
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     """aiohttp's own errors (no route, wrong method, body too large) as JSON; a handler's
     crash as a JSON 500, its traceback logged (that one is a bug)."""
     try:
         return await handler(request)
+    except HttpError as error:
+        return error.response()
     except web.HTTPException as error:
         if error.status < 400 or error.content_type == "application/json":
             raise

@@ -52,7 +52,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .http_errors import json_errors
+from .http_errors import HttpError, json_errors
 from .http_guard import PendingHeads, Refusal
 from .hub import Counters, Hub
 from .stats import DeliveryLog, WebhookTally
@@ -313,7 +313,7 @@ def counted(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         try:
             response = await endpoint(request)
-        except web.HTTPException as error:
+        except (HttpError, web.HTTPException) as error:
             metrics.api_calls.record_request(request, error.status)
             raise
         except Exception:  # aiohttp answers 500; a cancelled request is not an answer
