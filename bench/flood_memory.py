@@ -27,10 +27,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-import re
 import resource
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from child import HOST, ChildServer
 
-HOST = "127.0.0.1"
-"""Loopback only: the flood never leaves this machine."""
 APP_ID = "1"
 KEY = "flood-key"
 SECRET = "flood-secret"
@@ -57,8 +53,6 @@ key = "{KEY}"
 secret = "{SECRET}"
 client_events = true
 """
-ROOT = Path(__file__).resolve().parent.parent
-_LISTEN_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 _SOCKETS_PER_GROUP = 25
 """Sockets sharing the same 10 channels: bounds the fan-out of client events."""
 _CLIENT_EVENTS = 5
@@ -86,75 +80,10 @@ def log(message: str) -> None:
 # -- the server process ----------------------------------------------------------------------
 
 
-def proc_status_kib(pid: int, field: str) -> int:
-    """A ``kB`` line of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``), in KiB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-class Server:
-    """``python -m pusher_compat serve`` on a free loopback port, its log drained to a list."""
-
-    def __init__(self, config_dir: Path, start_timeout: float) -> None:
-        config = config_dir / "flood.toml"
-        config.write_text(CONFIG)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pusher_compat", "serve", "--host", HOST, "--port", "0",
-             "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        )
-        self.log: list[str] = []
-        self.port = self._wait_for_port(start_timeout)
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _wait_for_port(self, timeout: float) -> int:
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                break
-            self.log.append(line)
-            match = _LISTEN_RE.search(line)
-            if match:
-                return int(match.group(1))
-        self.stop()
-        raise RuntimeError("server did not start:\n" + "".join(self.log))
-
-    def _drain(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-            if len(self.log) > 2000:
-                del self.log[:1000]
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def rss_kib(self) -> int:
-        return proc_status_kib(self.pid, "VmRSS")
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
-
-
 class PeakSampler:
     """Samples the server's VmRSS every ``interval`` seconds in a thread; keeps the maximum."""
 
-    def __init__(self, server: Server, interval: float = 0.05) -> None:
+    def __init__(self, server: ChildServer, interval: float = 0.05) -> None:
         self._server = server
         self._interval = interval
         self._stop = threading.Event()
@@ -295,7 +224,7 @@ async def leftover_channels(session: aiohttp.ClientSession, base: str) -> dict[s
 
 
 async def flood(
-    server: Server, args: argparse.Namespace
+    server: ChildServer, args: argparse.Namespace
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the warm-up and measured rounds; the result line and the channels left over."""
     url = f"ws://{HOST}:{server.port}/app/{KEY}?protocol=7&client=js&version=8.6.0"
@@ -375,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="flood-memory-") as config_dir:
-        server = Server(Path(config_dir), start_timeout=20)
+        server = ChildServer(CONFIG, Path(config_dir))
         log(f"server pid {server.pid} on port {server.port}")
         try:
             result, channels = asyncio.run(flood(server, args))

@@ -32,27 +32,20 @@ import asyncio
 import hashlib
 import hmac
 import json
-import re
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from child import HOST, ChildServer, proc_status_kib
 
-HOST = "127.0.0.1"
-"""Loopback only: nothing here leaves this machine."""
 KEY = "hold-key"
 SECRET = "hold-secret"
 PRESENCE = "presence-last"
-ROOT = Path(__file__).resolve().parent.parent
-_LISTEN_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 _BATCH = 1000
 """Subscribe frames in flight at once: the server never holds more answers than that."""
 
@@ -79,60 +72,6 @@ max_subscriptions_per_second = 0
             port = unused.getsockname()[1]
         text += f'\n[[apps.webhooks]]\nurl = "http://{HOST}:{port}/nobody-listens"\n'
     return text
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
-
-
-class Server:
-    """``python -m pusher_compat serve`` on a free loopback port, its log drained."""
-
-    def __init__(self, config_text: str, directory: Path) -> None:
-        path = directory / "hold.toml"
-        path.write_text(config_text)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pusher_compat", "serve", "--host", HOST, "--port", "0",
-             "--config", str(path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        )
-        self.log: list[str] = []
-        self.port = self._wait_for_port(20.0)
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _wait_for_port(self, timeout: float) -> int:
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                break
-            self.log.append(line)
-            match = _LISTEN_RE.search(line)
-            if match:
-                return int(match.group(1))
-        self.stop()
-        raise RuntimeError("server did not start:\n" + "".join(self.log))
-
-    def _drain(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-            if len(self.log) > 2000:
-                del self.log[:1000]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
 
 
 class Socket:
@@ -198,7 +137,7 @@ async def hold_once(session: aiohttp.ClientSession, port: int, watcher: Socket,
     await holder.join("holder")
     if (await watcher.frame())["event"] != "pusher_internal:member_added":
         raise RuntimeError("the watcher did not see the holder join")
-    peak = rss_kib(pid)
+    peak = proc_status_kib(pid, "VmRSS")
     log(f"{args.channels} channels in {time.monotonic() - started:.1f} s; RSS {peak} KiB")
     closing = asyncio.create_task(holder.ws.close())
     started = time.monotonic()
@@ -210,7 +149,7 @@ async def hold_once(session: aiohttp.ClientSession, port: int, watcher: Socket,
     return peak, release, latencies
 
 
-async def hold(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+async def hold(server: ChildServer, args: argparse.Namespace) -> dict[str, Any]:
     pid, port = server.process.pid, server.port
     peaks: list[int] = []
     afters: list[int] = []
@@ -224,7 +163,7 @@ async def hold(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         watcher = await Socket.open(session, port)
         await watcher.join("watcher")
         await asyncio.sleep(args.settle)
-        before = rss_kib(pid)
+        before = proc_status_kib(pid, "VmRSS")
         log(f"RSS before: {before} KiB")
         for _ in range(args.rounds):
             peak, release, probes = await hold_once(session, port, watcher, args, pid)
@@ -232,7 +171,7 @@ async def hold(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             releases.append(release)
             latencies += probes
             await asyncio.sleep(args.settle)
-            afters.append(rss_kib(pid))
+            afters.append(proc_status_kib(pid, "VmRSS"))
             log(f"RSS after: {afters[-1]} KiB")
     return {
         "scenario": "hold_channels", "channels": args.channels, "webhooks": args.webhooks,
@@ -271,7 +210,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hold-channels-") as directory:
-        server = Server(config(args.channels, args.webhooks), Path(directory))
+        server = ChildServer(config(args.channels, args.webhooks), Path(directory))
         log(f"server pid {server.process.pid} on port {server.port}")
         try:
             result = asyncio.run(hold(server, args))
