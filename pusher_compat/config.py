@@ -3,25 +3,30 @@
 With no file the server runs one app taken from ``PUSHER_APP_ID``, ``PUSHER_APP_KEY`` and
 ``PUSHER_APP_SECRET`` (defaults ``app-id``/``app-key``/``app-secret``, as Soketi), so a Laravel
 ``.env`` works unchanged. A bad value fails at start with a message naming the file and key.
+
+Every table is checked by :func:`pusher_compat.config_fields.check_fields` against the typed
+fields below (``Literal`` types give the allowed choices); ``[auth]`` is read by
+:mod:`pusher_compat.auth_config`, built on the same mechanism.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from .broadcasting_auth import AuthConfig
+from .auth_config import AuthConfig, parse_auth_config
+from .config_fields import ConfigError, check_fields
+from .logs import LogFormat, LogLevel
 
 __all__ = [
     "WEBHOOK_EVENTS",
+    "AdapterName",
     "AppConfig",
     "ConfigError",
     "ServerConfig",
@@ -36,8 +41,8 @@ WEBHOOK_EVENTS = frozenset({
 })
 
 
-class ConfigError(Exception):
-    """The configuration is invalid; the message names the file and the key."""
+AdapterName = Literal["local", "redis"]
+"""``server.adapter``: the choices of the config file and of ``--adapter``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +168,8 @@ class ServerConfig:
     ssl_key: str = ""
     ssl_ca: str = ""
     """Optional CA bundle to verify client certificates with (mutual TLS)."""
-    log_level: str = "info"
-    log_format: str = "text"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
     """``text`` (human-readable lines) or ``json`` (one JSON object per line), on stderr."""
     stats_path: str = ""
     """SQLite file the per-app statistics are recorded in; empty = no statistics."""
@@ -182,7 +187,7 @@ class ServerConfig:
     """Address of that listener: loopback, or an internal interface (``0.0.0.0`` in a pod)."""
     stats_retention_days: int = 30
     """Statistics older than this are deleted as new ones are recorded; 0 = kept forever."""
-    adapter: str = "local"
+    adapter: AdapterName = "local"
     """``local``: one node, state in memory. ``redis``: many nodes share state over Redis."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """``redis://``, ``rediss://`` (TLS), ``unix://``,
@@ -223,46 +228,13 @@ class Settings:
     """The ``/broadcasting/auth`` signer; served only when ``[auth]`` is configured."""
 
 
-_LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _check_fields(cls: type, table: Mapping[str, Any], where: str, source: str) -> dict[str, Any]:
-    """Type-check ``table`` against the dataclass fields of ``cls``."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for name, value in table.items():
-        key = f"{where}.{name}" if where else name
-        if name not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"{source}: unknown key {key!r} (known: {known})")
-        expected = fields[name].type
-        if not _has_type(value, str(expected)):
-            raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{source}: {key} must not be negative, got {value!r}")
-        values[name] = tuple(value) if isinstance(value, list) else value
-    return values
-
-
-def _has_type(value: Any, expected: str) -> bool:
-    if expected == "bool":
-        return isinstance(value, bool)
-    if expected == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if expected == "tuple[str, ...]":
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    return isinstance(value, str)
-
-
 def _webhook(table: Any, where: str, source: str) -> WebhookEndpoint:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {where} must be a table")
     table = dict(table)
     event_types = table.pop("event_types", [])
     headers = table.pop("headers", {})
-    values = _check_fields(WebhookEndpoint, table, where, source)
+    values = check_fields(WebhookEndpoint, table, where, source)
     if not str(values.get("url", "")).startswith(("http://", "https://")):
         raise ConfigError(f"{source}: {where}.url is required (an http:// or https:// URL)")
     if not isinstance(event_types, list) or not all(
@@ -284,7 +256,7 @@ def _app(table: Any, where: str, source: str) -> AppConfig:
     hooks = table.pop("webhooks", [])
     if not isinstance(hooks, list):
         raise ConfigError(f"{source}: {where}.webhooks must be an array of tables")
-    values = _check_fields(AppConfig, table, where, source)
+    values = check_fields(AppConfig, table, where, source)
     values["webhooks"] = tuple(
         _webhook(hook, f"{where}.webhooks[{i}]", source) for i, hook in enumerate(hooks)
     )
@@ -361,17 +333,12 @@ def load_settings(
     server_table = data.get("server", {})
     if not isinstance(server_table, dict):
         raise ConfigError(f"{source}: [server] must be a table")
-    server_values = _check_fields(ServerConfig, server_table, "server", source)
-    server_values.update({k: v for k, v in overrides.items() if v is not None})
+    # Command-line values are checked as the file's are (argparse has checked most).
+    server_table = {**server_table, **{k: v for k, v in overrides.items() if v is not None}}
+    server_values = check_fields(ServerConfig, server_table, "server", source)
     server = ServerConfig(**server_values)
-    if server.log_level not in _LOG_LEVELS:
-        raise ConfigError(f"{source}: server.log_level must be one of {', '.join(_LOG_LEVELS)}")
-    if server.log_format not in ("text", "json"):
-        raise ConfigError(f"{source}: server.log_format must be text or json")
     if server.stats_interval_seconds <= 0:
         raise ConfigError(f"{source}: server.stats_interval_seconds must be positive")
-    if server.adapter not in ("local", "redis"):
-        raise ConfigError(f"{source}: server.adapter must be local or redis")
     if server.node_lease_seconds < 1:
         raise ConfigError(f"{source}: server.node_lease_seconds must be at least 1 second")
     if server.activity_timeout < 1:
@@ -397,10 +364,5 @@ def load_settings(
     else:
         apps = tuple(_app(table, f"apps[{i}]", source) for i, table in enumerate(raw_apps))
     _unique(apps, source)
-    auth = None
-    if "auth" in data:
-        # Imported here: the auth signer builds on AppConfig, defined above.
-        from .broadcasting_auth import parse_auth_config
-
-        auth = parse_auth_config(data["auth"], source)
+    auth = parse_auth_config(data["auth"], source) if "auth" in data else None
     return Settings(server=server, apps=apps, auth=auth)

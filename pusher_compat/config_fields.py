@@ -1,0 +1,90 @@
+"""The one mechanism that checks a TOML table against a frozen dataclass's typed fields.
+
+``[server]``, ``[[apps]]``, ``[[apps.webhooks]]`` and ``[auth]`` are all read through
+:func:`check_fields`: the field annotations are the schema. ``bool``, ``int``, ``float``,
+``str``, ``tuple[str, ...]`` (a TOML array of strings) and ``Literal[...]`` (one of fixed
+strings; the CLI's ``choices`` read the same types) are checked here; numbers must not be
+negative. ``Annotated[T, "words"]`` names what a field expects in the error message instead.
+Tables a field holds (webhooks, rules) are parsed by the caller, which removes them first.
+
+This module is the bottom of the configuration: ``config`` (server and apps) and
+``auth_config`` (``[auth]``) are built on it, so neither imports the other's parsing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+__all__ = ["ConfigError", "check_fields", "choices"]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+def choices(literal: Any) -> tuple[str, ...]:
+    """The strings a ``Literal[...]`` type allows, in order (for messages and ``choices``)."""
+    return tuple(typing.get_args(literal))
+
+
+def check_fields(cls: type, table: Mapping[str, Any], where: str,
+                 source: str) -> dict[str, Any]:
+    """``table`` checked against the fields of the dataclass ``cls``, ready for ``cls(**)``.
+
+    ``where`` prefixes key names in messages (``server``, ``apps[0]``); arrays become tuples
+    and whole numbers given for a ``float`` field become floats.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls, include_extras=True)
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{where}.{name}" if where else name
+        if name not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: unknown key {key!r} (known: {known})")
+        values[name] = _checked(value, hints[name], key, source)
+    return values
+
+
+def _checked(value: Any, hint: Any, key: str, source: str) -> Any:
+    expected, words = hint, None
+    if typing.get_origin(hint) is Annotated:
+        expected, words = typing.get_args(hint)[0], typing.get_args(hint)[1]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not _conforms(value, expected) or (words and number and value < 0):
+        raise ConfigError(f"{source}: {key} must be {words or _describe(expected)}, "
+                          f"got {value!r}")
+    if number and value < 0:
+        raise ConfigError(f"{source}: {key} must not be negative, got {value!r}")
+    if isinstance(value, list):
+        return tuple(value)
+    return float(value) if expected is float else value
+
+
+def _conforms(value: Any, expected: Any) -> bool:
+    if typing.get_origin(expected) is Literal:
+        return value in typing.get_args(expected)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected == tuple[str, ...]:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if expected is str:
+        return isinstance(value, str)
+    raise TypeError(f"no configuration check for fields of type {expected!r}")
+
+
+def _describe(expected: Any) -> str:
+    if typing.get_origin(expected) is Literal:
+        return f"one of {', '.join(choices(expected))}"
+    if expected == tuple[str, ...]:
+        return "an array of strings"
+    if expected is str:
+        return "a string"
+    return str(expected.__name__)
