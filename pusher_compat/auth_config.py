@@ -107,7 +107,7 @@ def parse_auth_config(table: Mapping[str, Any], source: str) -> AuthConfig:
     if "algorithms" not in values and (secret or key is not None):
         values["algorithms"] = _default_algorithms(secret, key)
     config = AuthConfig(**values)
-    check_auth(config, source)
+    _check(config, key, source)
     return config
 
 
@@ -115,7 +115,10 @@ def check_auth(config: AuthConfig, source: str) -> TokenCheck:
     """The one check that ``config`` can verify tokens and that its hook imports, returning
     what it loaded; :class:`ConfigError` naming ``source`` and the key otherwise."""
     path = config.jwt_public_key_file
-    key = load_public_key(path, source) if path else None
+    return _check(config, load_public_key(path, source) if path else None, source)
+
+
+def _check(config: AuthConfig, key: PublicKey | None, source: str) -> TokenCheck:
     hook = load_hook(config.hook, source) if config.hook else None
     if hook is not None and config.rules:
         raise ConfigError(f"{source}: auth.hook and auth.rules exclude each other")
