@@ -86,12 +86,13 @@ def _rule(table: Any, where: str, source: str) -> Rule:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {where} must be a table")
     table = dict(table)
-    conditions = {name: _condition(table.pop(name, {}), f"{where}.{name}", source)
-                  for name in ("claim_equals", "claim_contains")}
+    # The conditions are tables of their own; every other key is a typed field.
+    equals = _condition(table.pop("claim_equals", {}), f"{where}.claim_equals", source)
+    contains = _condition(table.pop("claim_contains", {}), f"{where}.claim_contains", source)
     values = check_fields(Rule, table, where, source)
     if "pattern" not in values:
         raise ConfigError(f"{source}: {where}.pattern is required (a string like 'orders.{{id}}')")
-    rule = Rule(**values, **conditions)
+    rule = Rule(**values, claim_equals=equals, claim_contains=contains)
     problem = rule_problem(rule)
     if problem:
         raise ConfigError(f"{source}: {where}.{problem[0]} {problem[1]}")

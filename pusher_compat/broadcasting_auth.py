@@ -200,6 +200,8 @@ class BroadcastingAuth:
         # The key follows the algorithm family, so an HS256 token is never checked against the
         # public key (the classic algorithm-confusion attack).
         key = config.jwt_secret if algorithm.startswith("HS") else self._public_key
+        # check_auth accepted each listed asymmetric algorithm only with a key file loaded.
+        assert key is not None
         options = {**_JWT_OPTIONS, "verify_aud": bool(config.audience),
                    "require": list(config.require_claims)}
         try:

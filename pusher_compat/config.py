@@ -357,6 +357,7 @@ def load_settings(
                           f"{str(Path(server.webhook_store).parent)!r} to keep the file in")
     _check_tls(server, source)
     raw_apps = data.get("apps")
+    apps: tuple[AppConfig, ...]
     if raw_apps is None:
         apps = (_env_app(env),)
     elif not isinstance(raw_apps, list) or not raw_apps:
