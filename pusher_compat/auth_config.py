@@ -48,7 +48,7 @@ class AuthConfig:
     algorithms: tuple[str, ...] = ("HS256",)
     issuer: str = ""
     audience: str = ""
-    leeway: Annotated[float, "a non-negative number"] = 0
+    leeway: Annotated[float, "must be a non-negative number"] = 0
     """Seconds of clock difference tolerated on ``exp``/``nbf``/``iat``."""
     cookie: str = ""
     query_parameter: str = ""

@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from .auth_config import AuthConfig, parse_auth_config
 from .config_fields import ConfigError, check_fields
@@ -32,13 +32,17 @@ __all__ = [
     "ServerConfig",
     "Settings",
     "WebhookEndpoint",
+    "WebhookEvent",
     "load_settings",
 ]
 
-WEBHOOK_EVENTS = frozenset({
+WebhookEvent = Literal[
     "channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event",
     "cache_miss", "subscription_count",
-})
+]
+"""The webhook event names an endpoint may ask for (``event_types``)."""
+WEBHOOK_EVENTS: frozenset[str] = frozenset(get_args(WebhookEvent))
+_WEBHOOK_EVENT_LIST = ", ".join(sorted(WEBHOOK_EVENTS))
 
 
 AdapterName = Literal["local", "redis"]
@@ -55,7 +59,9 @@ class WebhookEndpoint:
     """
 
     url: str
-    event_types: tuple[str, ...] = ()
+    event_types: Annotated[
+        tuple[WebhookEvent, ...], f"must list names among: {_WEBHOOK_EVENT_LIST}"
+    ] = ()
     """Webhook event names to send; empty = all of :data:`WEBHOOK_EVENTS`."""
     channel_prefix: str = ""
     """Only events of channels whose name starts with this."""
@@ -232,21 +238,14 @@ def _webhook(table: Any, where: str, source: str) -> WebhookEndpoint:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {where} must be a table")
     table = dict(table)
-    event_types = table.pop("event_types", [])
+    # The headers are a table of their own; every other key is a typed field.
     headers = table.pop("headers", {})
     values = check_fields(WebhookEndpoint, table, where, source)
     if not str(values.get("url", "")).startswith(("http://", "https://")):
         raise ConfigError(f"{source}: {where}.url is required (an http:// or https:// URL)")
-    if not isinstance(event_types, list) or not all(
-        isinstance(e, str) and e in WEBHOOK_EVENTS for e in event_types
-    ):
-        known = ", ".join(sorted(WEBHOOK_EVENTS))
-        raise ConfigError(f"{source}: {where}.event_types must list names among: {known}")
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{source}: {where}.headers must be a table of strings")
-    return WebhookEndpoint(
-        **values, event_types=tuple(event_types), headers=tuple(headers.items())
-    )
+    return WebhookEndpoint(**values, headers=tuple(headers.items()))
 
 
 def _app(table: Any, where: str, source: str) -> AppConfig:

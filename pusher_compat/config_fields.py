@@ -2,9 +2,9 @@
 
 ``[server]``, ``[[apps]]``, ``[[apps.webhooks]]`` and ``[auth]`` are all read through
 :func:`check_fields`: the field annotations are the schema. ``bool``, ``int``, ``float``,
-``str``, ``tuple[str, ...]`` (a TOML array of strings) and ``Literal[...]`` (one of fixed
-strings; the CLI's ``choices`` read the same types) are checked here; numbers must not be
-negative. ``Annotated[T, "words"]`` names what a field expects in the error message instead.
+``str``, ``Literal[...]`` (one of fixed strings; the CLI's ``choices`` read the same types) and
+``tuple[T, ...]`` of those (a TOML array) are checked here; numbers must not be negative.
+``Annotated[T, "must ..."]`` words the error message of a field instead.
 Tables a field holds (webhooks, rules) are parsed by the caller, which removes them first.
 
 This module is the bottom of the configuration: ``config`` (server and apps) and
@@ -55,7 +55,7 @@ def _checked(value: Any, hint: Any, key: str, source: str) -> Any:
         expected, words = typing.get_args(hint)[0], typing.get_args(hint)[1]
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not _conforms(value, expected) or (words and number and value < 0):
-        raise ConfigError(f"{source}: {key} must be {words or _describe(expected)}, "
+        raise ConfigError(f"{source}: {key} {words or f'must be {_describe(expected)}'}, "
                           f"got {value!r}")
     if number and value < 0:
         raise ConfigError(f"{source}: {key} must not be negative, got {value!r}")
@@ -73,18 +73,28 @@ def _conforms(value: Any, expected: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if expected is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
-    if expected == tuple[str, ...]:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if expected is str:
         return isinstance(value, str)
+    if _item_type(expected) is not None:
+        return isinstance(value, list) and all(_conforms(v, _item_type(expected)) for v in value)
     raise TypeError(f"no configuration check for fields of type {expected!r}")
 
 
 def _describe(expected: Any) -> str:
     if typing.get_origin(expected) is Literal:
         return f"one of {', '.join(choices(expected))}"
-    if expected == tuple[str, ...]:
-        return "an array of strings"
     if expected is str:
         return "a string"
+    if _item_type(expected) is str:
+        return "an array of strings"
+    if _item_type(expected) is not None:
+        return f"an array of: {', '.join(choices(_item_type(expected)))}"
     return str(expected.__name__)
+
+
+def _item_type(expected: Any) -> Any:
+    """``T`` of ``tuple[T, ...]``; ``None`` for any other type."""
+    args = typing.get_args(expected)
+    if typing.get_origin(expected) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
