@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import typing
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from pusher_compat import logs
+from pusher_compat.auth_config import AuthConfig
+from pusher_compat.auth_rules import Rule
 from pusher_compat.cli import _parser as cli_parser
 from pusher_compat.config import (
     AppConfig,
@@ -19,7 +22,7 @@ from pusher_compat.config import (
     WebhookEndpoint,
     load_settings,
 )
-from pusher_compat.config_fields import choices
+from pusher_compat.config_fields import check_fields, choices
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -279,3 +282,21 @@ def test_config_and_auth_config_import_without_each_other_s_parsers() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cls", "tables"),
+    [(ServerConfig, set()), (AppConfig, {"webhooks"}), (WebhookEndpoint, {"headers"}),
+     (AuthConfig, {"rules"}), (Rule, {"claim_equals", "claim_contains"})],
+    ids=["server", "apps", "webhooks", "auth", "auth-rules"],
+)
+def test_every_setting_has_a_type_the_one_check_knows(cls: type, tables: set[str]) -> None:
+    """Each field's default passes the check, so a field of a type it cannot check fails here
+    rather than at a user's start (tables of their own are parsed by their callers)."""
+    defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                for f in dataclasses.fields(cls)
+                if f.name not in tables and f.default is not dataclasses.MISSING}
+    assert check_fields(cls, defaults, "x", "f.toml") == {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in defaults.items()
+    }
