@@ -46,13 +46,13 @@ from aiohttp import web
 
 from . import ids, signatures, wire
 from .apps import Apps
-from .auth_config import AuthConfig, Hook, HookResult, TokenCheck, check_auth, parse_auth_config
-from .auth_rules import Rule, channel_type, match
+from .auth_config import AuthConfig, HookResult, check_auth
+from .auth_rules import channel_type, match
 from .channels import channel_name_error, kind_of
 from .config import AppConfig
 from .http_errors import HttpError, json_answer
 
-__all__ = ["AuthConfig", "BroadcastingAuth", "Hook", "Rule", "match", "parse_auth_config"]
+__all__ = ["BroadcastingAuth"]
 
 log = logging.getLogger("pusher_compat")
 
@@ -78,7 +78,7 @@ class BroadcastingAuth:
             app.id: _master_key(app) for app in self._apps if app.encryption_master_key_base64
         }
         """Decoded ``encryption_master_key_base64`` of the apps that have one, by app id."""
-        check: TokenCheck = check_auth(config, "auth config")
+        check = check_auth(config, "auth config")
         self._public_key = check.public_key
         """The key asymmetric tokens are verified with; ``None`` without a key file."""
         self._verifies = check.verifies(config)

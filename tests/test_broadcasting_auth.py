@@ -24,14 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.utils import base64url_encode
 
 from pusher_compat import signatures
-from pusher_compat.auth_config import check_auth
-from pusher_compat.broadcasting_auth import (
-    AuthConfig,
-    BroadcastingAuth,
-    Rule,
-    match,
-    parse_auth_config,
-)
+from pusher_compat.auth_config import AuthConfig, check_auth, parse_auth_config
+from pusher_compat.auth_rules import Rule, match
+from pusher_compat.broadcasting_auth import BroadcastingAuth
 from pusher_compat.config import AppConfig, ConfigError, ServerConfig
 from pusher_compat.connection import Connection
 from pusher_compat.hub import Hub
