@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from .auth_config import AuthConfig, parse_auth_config
-from .config_fields import ConfigError, check_fields
+from .config_fields import ConfigError, Minimum, check_fields
 from .logs import LogFormat, LogLevel
 
 __all__ = [
@@ -123,13 +123,18 @@ class AppConfig:
     webhooks: tuple[WebhookEndpoint, ...] = ()
 
 
+_AT_LEAST_A_SECOND = Minimum(1, "must be at least 1 second")
+_AT_LEAST_A_BYTE = Minimum(1, "must be at least 1 byte")
+_POSITIVE = Minimum(0, "must be positive", exclusive=True)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Settings of the process, shared by every app."""
 
     host: str = "0.0.0.0"
     port: int = 6001
-    activity_timeout: int = 30
+    activity_timeout: Annotated[int, _AT_LEAST_A_SECOND] = 30
     """Seconds announced to clients; the server pings a socket silent for that long."""
     pong_timeout: int = 30
     """Seconds a pinged socket has to answer before it is closed with 4201."""
@@ -156,10 +161,10 @@ class ServerConfig:
     """Webhook requests queued or retrying at once, per process; past it the oldest fail."""
     webhook_log_size: int = 1000
     """Deliveries kept per app for ``GET /apps/{id}/webhooks/deliveries``."""
-    webhook_max_pending_bytes: int = 64 * 1024 * 1024
+    webhook_max_pending_bytes: Annotated[int, _AT_LEAST_A_BYTE] = 64 * 1024 * 1024
     """Bytes of encoded events in pending webhook requests, per process; past it pending
     deliveries fail, those of client events only first, then the oldest."""
-    webhook_log_max_bytes: int = 8 * 1024 * 1024
+    webhook_log_max_bytes: Annotated[int, _AT_LEAST_A_BYTE] = 8 * 1024 * 1024
     """Bytes of encoded (truncated) events in one app's delivery log; past it the oldest
     delivered entries leave first, then the oldest failed ones."""
     webhook_store: str = ""
@@ -179,7 +184,7 @@ class ServerConfig:
     """``text`` (human-readable lines) or ``json`` (one JSON object per line), on stderr."""
     stats_path: str = ""
     """SQLite file the per-app statistics are recorded in; empty = no statistics."""
-    stats_interval_seconds: float = 60.0
+    stats_interval_seconds: Annotated[float, _POSITIVE] = 60.0
     """Statistics are recorded once per this many seconds, per app."""
     dashboard_password: str = ""
     """Password of the web dashboard at ``/dashboard``; empty = no dashboard."""
@@ -202,14 +207,14 @@ class ServerConfig:
     adapter."""
     redis_prefix: str = "pusher-compat"
     """Prefix of every Redis key and bus channel: one per deployment sharing a Redis."""
-    node_lease_seconds: float = 10.0
+    node_lease_seconds: Annotated[float, _AT_LEAST_A_SECOND] = 10.0
     """A node that stops renewing its lease this long is declared dead; the survivors remove
     its members and counts within this bound plus a quarter of it."""
-    request_head_timeout: float = 10.0
+    request_head_timeout: Annotated[float, _POSITIVE] = 10.0
     """Seconds a client has to send a whole HTTP request head (any path, the first request on
     a connection or a later one), from its first byte; bytes that dribble in do not extend it.
     Past it the connection is closed."""
-    http_keepalive_timeout: float = 15.0
+    http_keepalive_timeout: Annotated[float, _POSITIVE] = 15.0
     """Seconds an HTTP connection may idle between requests before it is closed."""
     max_pending_connections: int = 0
     """Connections still sending a request head (not yet a WebSocket, not yet a request), in
@@ -336,18 +341,6 @@ def load_settings(
     server_table = {**server_table, **{k: v for k, v in overrides.items() if v is not None}}
     server_values = check_fields(ServerConfig, server_table, "server", source)
     server = ServerConfig(**server_values)
-    if server.stats_interval_seconds <= 0:
-        raise ConfigError(f"{source}: server.stats_interval_seconds must be positive")
-    if server.node_lease_seconds < 1:
-        raise ConfigError(f"{source}: server.node_lease_seconds must be at least 1 second")
-    if server.activity_timeout < 1:
-        raise ConfigError(f"{source}: server.activity_timeout must be at least 1 second")
-    for key in ("request_head_timeout", "http_keepalive_timeout"):
-        if getattr(server, key) <= 0:
-            raise ConfigError(f"{source}: server.{key} must be positive")
-    for budget in ("webhook_max_pending_bytes", "webhook_log_max_bytes"):
-        if getattr(server, budget) < 1:
-            raise ConfigError(f"{source}: server.{budget} must be at least 1 byte")
     if server.metrics_port > 65535 or server.port == server.metrics_port != 0:
         raise ConfigError(f"{source}: server.metrics_port must be a port other than "
                           f"server.port (or 0), got {server.metrics_port}")

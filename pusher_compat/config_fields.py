@@ -4,7 +4,8 @@
 :func:`check_fields`: the field annotations are the schema. ``bool``, ``int``, ``float``,
 ``str``, ``Literal[...]`` (one of fixed strings; the CLI's ``choices`` read the same types) and
 ``tuple[T, ...]`` of those (a TOML array) are checked here; numbers must not be negative.
-``Annotated[T, "must ..."]`` words the error message of a field instead.
+``Annotated[T, "must ..."]`` words the error message of a field instead, and
+``Annotated[T, Minimum(...)]`` bounds a number more tightly than "not negative".
 Tables a field holds (webhooks, rules) are parsed by the caller, which removes them first.
 
 This module is the bottom of the configuration: ``config`` (server and apps) and
@@ -16,13 +17,28 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-__all__ = ["ConfigError", "check_fields", "choices"]
+__all__ = ["ConfigError", "Minimum", "check_fields", "choices"]
 
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Minimum:
+    """The least value a number field takes, as ``Annotated[int, Minimum(1, "...")]``."""
+
+    least: float
+    words: str
+    """The message when the value is below, e.g. ``"must be at least 1 second"``."""
+    exclusive: bool = False
+    """``least`` itself is refused too (``Minimum(0, "must be positive", exclusive=True)``)."""
+
+    def admits(self, value: float) -> bool:
+        return value > self.least if self.exclusive else value >= self.least
 
 
 def choices(literal: Any) -> tuple[str, ...]:
@@ -50,13 +66,16 @@ def check_fields(cls: type, table: Mapping[str, Any], where: str,
 
 
 def _checked(value: Any, hint: Any, key: str, source: str) -> Any:
-    expected, words = hint, None
+    expected, words, minimum = hint, None, None
     if typing.get_origin(hint) is Annotated:
-        expected, words = typing.get_args(hint)[0], typing.get_args(hint)[1]
+        expected, rule = typing.get_args(hint)[0], typing.get_args(hint)[1]
+        words, minimum = (None, rule) if isinstance(rule, Minimum) else (rule, None)
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not _conforms(value, expected) or (words and number and value < 0):
         raise ConfigError(f"{source}: {key} {words or f'must be {_describe(expected)}'}, "
                           f"got {value!r}")
+    if minimum is not None and not minimum.admits(value):
+        raise ConfigError(f"{source}: {key} {minimum.words}, got {value!r}")
     if number and value < 0:
         raise ConfigError(f"{source}: {key} must not be negative, got {value!r}")
     if isinstance(value, list):

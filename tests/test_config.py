@@ -232,8 +232,15 @@ def test_metrics_port_is_another_valid_port(tmp_path: Path, port: int) -> None:
         ("[server]\ndrain_seconds = 'soon'\n", "server.drain_seconds must be float, got 'soon'"),
         ("[[apps]]\nid='1'\nkey='k'\nsecret='s'\nallowed_origins='*'\n",
          "apps[0].allowed_origins must be an array of strings, got '*'"),
+        ("[server]\nstats_interval_seconds = 0\n",
+         "server.stats_interval_seconds must be positive, got 0"),
+        ("[server]\nnode_lease_seconds = 0.5\n",
+         "server.node_lease_seconds must be at least 1 second, got 0.5"),
+        ("[server]\nhttp_keepalive_timeout = -1\n",
+         "server.http_keepalive_timeout must be positive, got -1"),
     ],
-    ids=["literal-format", "literal-adapter", "string", "float", "string-array"],
+    ids=["literal-format", "literal-adapter", "string", "float", "string-array",
+         "positive", "at-least", "positive-not-negative"],
 )
 def test_every_table_is_checked_against_its_typed_fields(tmp_path: Path, text: str,
                                                          message: str) -> None:
