@@ -6,7 +6,8 @@ matched against the channel name without its kind prefix (``private-``, ``presen
 ``private-encrypted-``, and their ``-cache-`` variants), so ``private-orders.7``,
 ``presence-orders.7`` and ``private-cache-orders.7`` all match ``orders.{orderId}``.
 
-:func:`match` is pure; :func:`parse_rules` validates the ``[[auth.rules]]`` TOML tables.
+:func:`match` is pure; :func:`parse_rules` validates the ``[[auth.rules]]`` TOML tables (through
+:func:`pusher_compat.config_fields.check_fields`, as every table).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from types import MappingProxyType
 from typing import Any
 
 from .channels import kind_of
-from .config import ConfigError
+from .config_fields import ConfigError, check_fields
 
 __all__ = [
-    "RULE_TYPES", "Rule", "channel_type", "match", "parse_rules", "rule_problem",
-    "string_list", "unprefixed",
+    "RULE_TYPES", "Rule", "channel_type", "match", "parse_rules", "rule_problem", "unprefixed",
 ]
 
 RULE_TYPES = ("private", "presence", "encrypted")
@@ -74,8 +74,6 @@ class Rule:
 
 # -- parsing ----------------------------------------------------------------------------
 
-_RULE_KEYS = ("claim_contains", "claim_equals", "pattern", "types")
-
 
 def parse_rules(value: Any, source: str) -> tuple[Rule, ...]:
     """Validate ``auth.rules`` (an array of tables); :class:`ConfigError` names the key."""
@@ -84,31 +82,17 @@ def parse_rules(value: Any, source: str) -> tuple[Rule, ...]:
     return tuple(_rule(table, f"auth.rules[{i}]", source) for i, table in enumerate(value))
 
 
-def string_list(value: Any, key: str, source: str) -> tuple[str, ...]:
-    """A TOML array of strings as a tuple; :class:`ConfigError` otherwise."""
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"{source}: {key} must be an array of strings, got {value!r}")
-    return tuple(value)
-
-
 def _rule(table: Any, where: str, source: str) -> Rule:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {where} must be a table")
-    for name in table:
-        if name not in _RULE_KEYS:
-            known = ", ".join(_RULE_KEYS)
-            raise ConfigError(f"{source}: unknown key {f'{where}.{name}'!r} (known: {known})")
-    pattern = table.get("pattern")
-    if not isinstance(pattern, str):
+    table = dict(table)
+    # The conditions are tables of their own; every other key is a typed field.
+    equals = _condition(table.pop("claim_equals", {}), f"{where}.claim_equals", source)
+    contains = _condition(table.pop("claim_contains", {}), f"{where}.claim_contains", source)
+    values = check_fields(Rule, table, where, source)
+    if "pattern" not in values:
         raise ConfigError(f"{source}: {where}.pattern is required (a string like 'orders.{{id}}')")
-    rule = Rule(
-        pattern=pattern,
-        types=string_list(table.get("types", []), f"{where}.types", source),
-        claim_equals=_condition(table.get("claim_equals", {}), f"{where}.claim_equals", source),
-        claim_contains=_condition(
-            table.get("claim_contains", {}), f"{where}.claim_contains", source
-        ),
-    )
+    rule = Rule(**values, claim_equals=equals, claim_contains=contains)
     problem = rule_problem(rule)
     if problem:
         raise ConfigError(f"{source}: {where}.{problem[0]} {problem[1]}")

@@ -28,245 +28,63 @@ Python hook. Configured in TOML::
     pattern = "chat.{room}"
     types = ["presence"]
 
-Errors are JSON bodies ``{"error": ..., "code": status}``: 400 bad request, 401 no or bad
-token, 403 denied.
+The settings and their check live in :mod:`pusher_compat.auth_config`. Errors are
+:class:`~pusher_compat.http_errors.HttpError`, JSON bodies ``{"error": ..., "code": status}``:
+400 bad request, 401 no or bad token, 403 denied.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from . import ids, signatures, wire
-from .auth_rules import Rule, channel_type, match, parse_rules, string_list
+from .apps import Apps
+from .auth_config import AuthConfig, HookResult, check_auth
+from .auth_rules import channel_type, match
 from .channels import channel_name_error, kind_of
-from .config import AppConfig, ConfigError
-from .http_errors import json_error
+from .config import AppConfig
+from .http_errors import HttpError, json_answer
 
-__all__ = ["AuthConfig", "BroadcastingAuth", "Hook", "Rule", "match", "parse_auth_config"]
+__all__ = ["BroadcastingAuth"]
 
 log = logging.getLogger("pusher_compat")
-
-HookResult = bool | dict[str, Any]
-Hook = Callable[[str, dict[str, Any], str], HookResult | Awaitable[HookResult]]
-"""``hook(channel_name, claims, socket_id)``: False denies, True allows, a dict allows and for
-presence channels gives ``{"user_id": ..., "user_info": ...}``. May be a coroutine function."""
-
-
-@dataclass(frozen=True, slots=True)
-class AuthConfig:
-    """The ``[auth]`` section; see the module docstring for its TOML form.
-
-    Without ``jwt_secret`` and ``jwt_public_key_file`` (allowed only with ``hook``) no token is
-    read: the hook gets empty claims and decides alone, and user sign-in is refused.
-    """
-
-    jwt_secret: str = ""
-    jwt_public_key_file: str = ""
-    algorithms: tuple[str, ...] = ("HS256",)
-    issuer: str = ""
-    audience: str = ""
-    leeway: float = 0
-    cookie: str = ""
-    query_parameter: str = ""
-    """Query parameter a token may come in (e.g. ``"token"``); empty, the default, reads none:
-    tokens in URLs end up in proxy logs and ``Referer`` headers."""
-    require_claims: tuple[str, ...] = ("exp",)
-    """Claims a token must carry; ``exp`` by default, so that no token is valid forever."""
-    user_id_claim: str = "sub"
-    user_info_claims: tuple[str, ...] = ("name",)
-    watchlist_claim: str = "watchlist"
-    allowed_origins: tuple[str, ...] = ()
-    hook: str = ""
-    rules: tuple[Rule, ...] = ()
-
-
-# -- configuration ----------------------------------------------------------------------
-
-_STRINGS = frozenset({"jwt_secret", "jwt_public_key_file", "issuer", "audience", "cookie",
-                      "query_parameter", "user_id_claim", "watchlist_claim", "hook"})
-_LISTS = frozenset({"algorithms", "user_info_claims", "allowed_origins", "require_claims"})
-_KNOWN_KEYS = ", ".join(sorted(_STRINGS | _LISTS | {"leeway", "rules"}))
-_ALGORITHMS = tuple(sorted(set(jwt.algorithms.get_default_algorithms()) - {"none"}))
-# The public key type each asymmetric family verifies with.
-_KEY_TYPES: tuple[tuple[str, Any], ...] = (
-    ("RS", rsa.RSAPublicKey), ("PS", rsa.RSAPublicKey), ("ES", ec.EllipticCurvePublicKey),
-    ("Ed", (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)),
-)
-# The algorithm assumed for a key file when [auth] names none.
-_DEFAULT_FOR_FAMILY = {"RS": "RS256", "ES": "ES256", "Ed": "EdDSA"}
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey \
-    | ed448.Ed448PublicKey
-
-
-def parse_auth_config(table: Mapping[str, Any], source: str) -> AuthConfig:
-    """Validate the ``[auth]`` table of ``source``; raise :class:`ConfigError` naming the key.
-
-    Without ``algorithms``, HS256 is accepted when ``jwt_secret`` is set, and the algorithm
-    fitting the key file (RS256, ES256 or EdDSA) when ``jwt_public_key_file`` is.
-    """
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{source}: [auth] must be a table")
-    values = {name: _value(name, value, source) for name, value in table.items()}
-    path = values.get("jwt_public_key_file", "")
-    key = load_public_key(path, source) if path else None
-    secret = values.get("jwt_secret", "")
-    if "algorithms" not in values and (secret or key is not None):
-        values["algorithms"] = _default_algorithms(secret, key)
-    config = AuthConfig(**values)
-    _validate(config, key, source)
-    return config
-
-
-def _value(name: str, value: Any, source: str) -> Any:
-    key = f"auth.{name}"
-    if name in _STRINGS:
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
-        return value
-    if name in _LISTS:
-        return string_list(value, key, source)
-    if name == "leeway":
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{source}: {key} must be a non-negative number, got {value!r}")
-        return float(value)
-    if name == "rules":
-        return parse_rules(value, source)
-    raise ConfigError(f"{source}: unknown key {key!r} (known: {_KNOWN_KEYS})")
-
-
-def load_public_key(path: str, source: str) -> PublicKey:
-    """The PEM public key in ``path``; :class:`ConfigError` when unreadable or unusable."""
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except OSError as error:
-        raise ConfigError(
-            f"{source}: auth.jwt_public_key_file {path!r} cannot be read: {error.strerror}"
-        ) from None
-    except ValueError:
-        raise ConfigError(
-            f"{source}: auth.jwt_public_key_file {path!r} is not a PEM public key"
-        ) from None
-    if not any(isinstance(key, types) for _, types in _KEY_TYPES):
-        raise ConfigError(
-            f"{source}: auth.jwt_public_key_file {path!r} is not an RSA, EC or EdDSA key"
-        )
-    return key  # type: ignore[return-value]
-
-
-def _default_algorithms(secret: str, key: PublicKey | None) -> tuple[str, ...]:
-    algorithms = ["HS256"] if secret else []
-    if key is not None:
-        family = next(family for family, types in _KEY_TYPES if isinstance(key, types))
-        algorithms.append(_DEFAULT_FOR_FAMILY[family])
-    return tuple(algorithms)
-
-
-def _validate(config: AuthConfig, key: PublicKey | None, source: str) -> None:
-    """Check that the token settings can verify tokens, and that the hook imports."""
-    if config.hook:
-        load_hook(config.hook, source)
-        if config.rules:
-            raise ConfigError(f"{source}: auth.hook and auth.rules exclude each other")
-    if not config.jwt_secret and key is None:
-        if not config.hook:
-            raise ConfigError(
-                f"{source}: auth needs jwt_secret or jwt_public_key_file to verify tokens"
-            )
-        return
-    if not config.algorithms:
-        raise ConfigError(f"{source}: auth.algorithms must not be empty")
-    for algorithm in config.algorithms:
-        _check_algorithm(algorithm, config.jwt_secret, key, source)
-
-
-def _check_algorithm(algorithm: str, secret: str, key: PublicKey | None, source: str) -> None:
-    if algorithm not in _ALGORITHMS:
-        raise ConfigError(
-            f"{source}: auth.algorithms has unknown algorithm {algorithm!r} "
-            f"(known: {', '.join(_ALGORITHMS)})"
-        )
-    if algorithm.startswith("HS"):
-        if not secret:
-            raise ConfigError(f"{source}: auth.algorithms {algorithm} needs auth.jwt_secret")
-        return
-    if key is None:
-        raise ConfigError(f"{source}: auth.algorithms {algorithm} needs auth.jwt_public_key_file")
-    if not isinstance(key, dict(_KEY_TYPES)[algorithm[:2]]):
-        raise ConfigError(
-            f"{source}: auth.algorithms {algorithm} does not fit the key in "
-            "auth.jwt_public_key_file"
-        )
-
-
-def load_hook(spec: str, source: str) -> Hook:
-    """Import ``module:function``; :class:`ConfigError` when it cannot be found."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(f"{source}: auth.hook must be 'module:function', got {spec!r}")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as error:  # the module's own code may raise anything while importing
-        raise ConfigError(f"{source}: auth.hook cannot import {module_name!r}: {error}") from None
-    for part in attribute.split("."):
-        target = getattr(target, part, None)
-    if not callable(target):
-        raise ConfigError(f"{source}: auth.hook {spec!r} is not a function")
-    return target  # type: ignore[no-any-return]
-
-
-# -- the endpoints ----------------------------------------------------------------------
 
 _JWT_OPTIONS = {"verify_sub": False, "verify_jti": False}  # ``sub`` may be a number
 _ALLOW_HEADERS = "Authorization, Content-Type, X-CSRF-TOKEN, X-Socket-Id, X-Requested-With, " \
     "X-Pusher-App"
 
 
-class AuthError(Exception):
-    """Answered with ``status`` and ``{"error": message, "code": status}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def response(self) -> web.Response:
-        # RFC 6750 §3: a 401 names the scheme the client should use.
-        headers = [("WWW-Authenticate", "Bearer")] if self.status == 401 else []
-        return json_error(self.status, self.message, headers)
-
-
-def _json(value: Any) -> web.Response:
-    return web.Response(body=wire.dumps(value), content_type="application/json")
+def _unauthorized(message: str) -> HttpError:
+    # RFC 6750 §3: a 401 names the scheme the client should use.
+    return HttpError(401, message, [("WWW-Authenticate", "Bearer")])
 
 
 class BroadcastingAuth:
     """The two endpoints for ``apps``; :class:`ConfigError` if ``config`` cannot work."""
 
     def __init__(self, apps: Sequence[AppConfig], config: AuthConfig) -> None:
-        self._apps = tuple(apps)
+        self._apps = Apps(apps)
+        """The apps a request may name (``?app=`` or ``X-Pusher-App``)."""
         self._config = config
-        self._by_id = {app.id: app for app in self._apps}
-        self._by_key = {app.key: app for app in self._apps}
+        """The ``[auth]`` settings."""
         self._master_keys = {
             app.id: _master_key(app) for app in self._apps if app.encryption_master_key_base64
         }
-        path = config.jwt_public_key_file
-        self._public_key = load_public_key(path, "auth config") if path else None
-        _validate(config, self._public_key, "auth config")
-        self._verifies = bool(config.jwt_secret) or self._public_key is not None
-        self._hook = load_hook(config.hook, "auth config") if config.hook else None
+        """Decoded ``encryption_master_key_base64`` of the apps that have one, by app id."""
+        check = check_auth(config, "auth config")
+        self._public_key = check.public_key
+        """The key asymmetric tokens are verified with; ``None`` without a key file."""
+        self._verifies = check.verifies(config)
+        """Whether tokens are read at all; without, only the hook decides."""
+        self._hook = check.hook
+        """The imported hook; ``None`` when the rules decide."""
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -281,8 +99,8 @@ class BroadcastingAuth:
     def _endpoint(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def endpoint(request: web.Request) -> web.Response:
             try:
-                response = _json(await handler(request))
-            except AuthError as error:
+                response = json_answer(await handler(request))
+            except HttpError as error:
                 response = error.response()
             # Errors carry CORS headers too, or the browser hides why it was refused.
             self._add_cors(request, response)
@@ -301,7 +119,7 @@ class BroadcastingAuth:
         if kind.encrypted:
             master_key = self._master_keys.get(app.id)
             if master_key is None:
-                raise AuthError(400, f"Encrypted channels are not configured for app {app.id!r}:"
+                raise HttpError(400, f"Encrypted channels are not configured for app {app.id!r}:"
                                      " it has no encryption_master_key_base64")
             string = signatures.channel_string(socket_id, channel)
             return {"auth": signatures.sign_auth(app.key, app.secret, string),
@@ -318,7 +136,7 @@ class BroadcastingAuth:
         app = self._app(request)
         socket_id = _socket_id(await _fields(request))
         if not self._verifies:
-            raise AuthError(401, "User sign-in needs auth.jwt_secret or auth.jwt_public_key_file")
+            raise _unauthorized("User sign-in needs auth.jwt_secret or auth.jwt_public_key_file")
         claims = self._claims(request)
         user: dict[str, Any] = {"id": self._user_id(claims)}
         info = self._user_info(claims)
@@ -336,16 +154,17 @@ class BroadcastingAuth:
     def _app(self, request: web.Request) -> AppConfig:
         chosen = request.query.get("app") or request.headers.get("X-Pusher-App")
         if chosen:
-            app = self._by_id.get(chosen) or self._by_key.get(chosen)
+            app = self._apps.by_id_or_key(chosen)
             if app is None:
-                raise AuthError(404, f"Unknown app {chosen!r} (give an app id or key)")
+                raise HttpError(404, f"Unknown app {chosen!r} (give an app id or key)")
         elif len(self._apps) == 1:
-            app = self._apps[0]
+            app = next(iter(self._apps))
         else:
-            raise AuthError(400, "Several apps are configured: choose one with ?app=<id or key>"
+            raise HttpError(400, "Several apps are configured: choose one with ?app=<id or key>"
                                  " or the X-Pusher-App header")
-        if not app.enabled:
-            raise AuthError(403, f"App {app.id!r} is disabled")
+        disabled = Apps.disabled(app)
+        if disabled:
+            raise HttpError(403, disabled)
         return app
 
     def _token(self, request: web.Request) -> str | None:
@@ -364,7 +183,7 @@ class BroadcastingAuth:
             return {}
         token = self._token(request)
         if token is None:
-            raise AuthError(401, "No token: send the JWT as 'Authorization: Bearer <token>'")
+            raise _unauthorized("No token: send the JWT as 'Authorization: Bearer <token>'")
         claims = self._decode(token)
         self._user_id(claims)
         return claims
@@ -374,13 +193,15 @@ class BroadcastingAuth:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError as error:
-            raise AuthError(401, f"Malformed token: {error}") from None
+            raise _unauthorized(f"Malformed token: {error}") from None
         if algorithm not in config.algorithms:
             accepted = ", ".join(config.algorithms)
-            raise AuthError(401, f"Token algorithm {algorithm!r} is not accepted ({accepted})")
+            raise _unauthorized(f"Token algorithm {algorithm!r} is not accepted ({accepted})")
         # The key follows the algorithm family, so an HS256 token is never checked against the
         # public key (the classic algorithm-confusion attack).
         key = config.jwt_secret if algorithm.startswith("HS") else self._public_key
+        # check_auth accepted each listed asymmetric algorithm only with a key file loaded.
+        assert key is not None
         options = {**_JWT_OPTIONS, "verify_aud": bool(config.audience),
                    "require": list(config.require_claims)}
         try:
@@ -390,7 +211,7 @@ class BroadcastingAuth:
                 options=options,  # type: ignore[arg-type]
             )
         except jwt.PyJWTError as error:
-            raise AuthError(401, _token_problem(error, config)) from None
+            raise _unauthorized(_token_problem(error, config)) from None
 
     async def _decide(self, channel: str, claims: dict[str, Any], socket_id: str) -> HookResult:
         if self._hook is None:
@@ -398,7 +219,7 @@ class BroadcastingAuth:
         else:
             allowed = await self._call_hook(channel, claims, socket_id)
         if allowed is False:
-            raise AuthError(403, f"Access to channel {channel!r} is denied")
+            raise HttpError(403, f"Access to channel {channel!r} is denied")
         return allowed
 
     async def _call_hook(self, channel: str, claims: dict[str, Any], socket_id: str) -> HookResult:
@@ -409,17 +230,17 @@ class BroadcastingAuth:
                 result = await result
         except Exception:
             log.exception("auth hook %s failed for channel %s", self._config.hook, channel)
-            raise AuthError(500, "The authorization hook failed") from None
+            raise HttpError(500, "The authorization hook failed") from None
         if not isinstance(result, bool | dict):
             log.error("auth hook %s returned %r", self._config.hook, result)
-            raise AuthError(500, "The authorization hook returned neither a bool nor a dict")
+            raise HttpError(500, "The authorization hook returned neither a bool nor a dict")
         return result
 
     def _user_id(self, claims: Mapping[str, Any]) -> str:
         claim = self._config.user_id_claim
         value = ids.user_id(claims.get(claim))
         if value is None:
-            raise AuthError(401, f"The token has no {claim!r} claim identifying the user")
+            raise _unauthorized(f"The token has no {claim!r} claim identifying the user")
         return value
 
     def _user_info(self, claims: Mapping[str, Any]) -> dict[str, Any]:
@@ -431,7 +252,7 @@ class BroadcastingAuth:
         if "user_id" in given:
             user_id = ids.user_id(given["user_id"])
             if user_id is None:
-                raise AuthError(500, "The authorization hook returned an invalid user_id")
+                raise HttpError(500, "The authorization hook returned an invalid user_id")
         else:
             user_id = self._user_id(claims)
         info = given["user_info"] if "user_info" in given else self._user_info(claims)
@@ -461,7 +282,7 @@ class BroadcastingAuth:
         response = web.Response(status=204)
         if not self._add_cors(request, response):
             origin = request.headers.get("Origin")
-            return AuthError(403, f"Origin {origin!r} is not allowed").response()
+            return HttpError(403, f"Origin {origin!r} is not allowed").response()
         response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = _ALLOW_HEADERS
         response.headers["Access-Control-Max-Age"] = "600"
@@ -474,9 +295,9 @@ async def _fields(request: web.Request) -> Mapping[str, str]:
         try:
             body = wire.loads(await request.read())
         except ValueError:
-            raise AuthError(400, "The request body is not valid JSON") from None
+            raise HttpError(400, "The request body is not valid JSON") from None
         if not isinstance(body, dict):
-            raise AuthError(400, "The JSON body must be an object")
+            raise HttpError(400, "The JSON body must be an object")
         return {k: v for k, v in body.items() if isinstance(v, str)}
     form = await request.post()
     return {k: v for k, v in form.items() if isinstance(v, str)}
@@ -485,25 +306,25 @@ async def _fields(request: web.Request) -> Mapping[str, str]:
 def _socket_id(fields: Mapping[str, str]) -> str:
     socket_id = fields.get("socket_id")
     if socket_id is None:
-        raise AuthError(400, "socket_id is required")
+        raise HttpError(400, "socket_id is required")
     problem = ids.socket_id_error(socket_id)
     if problem:
-        raise AuthError(400, problem)
+        raise HttpError(400, problem)
     return socket_id
 
 
 def _channel(fields: Mapping[str, str], app: AppConfig) -> str:
     channel = fields.get("channel_name")
     if channel is None:
-        raise AuthError(400, "channel_name is required")
+        raise HttpError(400, "channel_name is required")
     invalid = channel_name_error(channel, app.max_channel_name_length)
     if invalid:
-        raise AuthError(400, invalid)
+        raise HttpError(400, invalid)
     if channel_type(channel) is None:
         if kind_of(channel).user:
-            raise AuthError(400, f"{channel!r} is a user channel: sign in through "
+            raise HttpError(400, f"{channel!r} is a user channel: sign in through "
                                  "/broadcasting/user-auth instead")
-        raise AuthError(400, f"{channel!r} is a public channel: public channels need no "
+        raise HttpError(400, f"{channel!r} is a public channel: public channels need no "
                              "authorization")
     return channel
 

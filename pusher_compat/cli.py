@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import get_args
 
 from . import __version__, logs
-from .config import ConfigError, load_settings
+from .config import AdapterName, ConfigError, load_settings
 from .stats import add_stats_commands
 
 __all__ = ["main"]
@@ -50,16 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-key", metavar="PEM", help="private key of --ssl-cert")
     serve.add_argument("--ssl-ca", metavar="PEM",
                        help="CA bundle to verify client certificates with (optional)")
-    serve.add_argument("--adapter", choices=("local", "redis"),
+    serve.add_argument("--adapter", choices=get_args(AdapterName),
                        help="local: one node, state in memory (default); redis: many nodes "
                             "behind a load balancer share channels, presence and events")
     serve.add_argument("--redis-url", metavar="URL",
                        help="Redis for --adapter redis (default redis://127.0.0.1:6379/0; "
                             "rediss:// for TLS, redis+sentinel://host:26379/mymaster, "
                             "redis+cluster://host:6379,host2:6379 for a Redis Cluster)")
-    serve.add_argument("--log-format", choices=("text", "json"),
+    serve.add_argument("--log-format", choices=logs.FORMATS,
                        help="log lines as text or one JSON object each (default text)")
-    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+    serve.add_argument("--log-level", choices=logs.LEVELS,
                        help="logging level (default info)")
     add_stats_commands(commands)
     return parser

@@ -3,41 +3,50 @@
 With no file the server runs one app taken from ``PUSHER_APP_ID``, ``PUSHER_APP_KEY`` and
 ``PUSHER_APP_SECRET`` (defaults ``app-id``/``app-key``/``app-secret``, as Soketi), so a Laravel
 ``.env`` works unchanged. A bad value fails at start with a message naming the file and key.
+
+Every table is checked by :func:`pusher_compat.config_fields.check_fields` against the typed
+fields below (``Literal`` types give the allowed choices); ``[auth]`` is read by
+:mod:`pusher_compat.auth_config`, built on the same mechanism.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any, Literal, get_args
 
-if TYPE_CHECKING:
-    from .broadcasting_auth import AuthConfig
+from .auth_config import AuthConfig, parse_auth_config
+from .config_fields import ConfigError, Minimum, check_fields
+from .logs import LogFormat, LogLevel
 
 __all__ = [
     "WEBHOOK_EVENTS",
+    "AdapterName",
     "AppConfig",
     "ConfigError",
     "ServerConfig",
     "Settings",
     "WebhookEndpoint",
+    "WebhookEvent",
     "load_settings",
 ]
 
-WEBHOOK_EVENTS = frozenset({
+WebhookEvent = Literal[
     "channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event",
     "cache_miss", "subscription_count",
-})
+]
+"""The webhook event names an endpoint may ask for (``event_types``)."""
+WEBHOOK_EVENTS: frozenset[str] = frozenset(get_args(WebhookEvent))
+_WEBHOOK_EVENT_LIST = ", ".join(sorted(WEBHOOK_EVENTS))
 
 
-class ConfigError(Exception):
-    """The configuration is invalid; the message names the file and the key."""
+AdapterName = Literal["local", "redis"]
+"""``server.adapter``: the choices of the config file and of ``--adapter``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +59,9 @@ class WebhookEndpoint:
     """
 
     url: str
-    event_types: tuple[str, ...] = ()
+    event_types: Annotated[
+        tuple[WebhookEvent, ...], f"must list names among: {_WEBHOOK_EVENT_LIST}"
+    ] = ()
     """Webhook event names to send; empty = all of :data:`WEBHOOK_EVENTS`."""
     channel_prefix: str = ""
     """Only events of channels whose name starts with this."""
@@ -112,13 +123,18 @@ class AppConfig:
     webhooks: tuple[WebhookEndpoint, ...] = ()
 
 
+_AT_LEAST_A_SECOND = Minimum(1, "must be at least 1 second")
+_AT_LEAST_A_BYTE = Minimum(1, "must be at least 1 byte")
+_POSITIVE = Minimum(0, "must be positive", exclusive=True)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Settings of the process, shared by every app."""
 
     host: str = "0.0.0.0"
     port: int = 6001
-    activity_timeout: int = 30
+    activity_timeout: Annotated[int, _AT_LEAST_A_SECOND] = 30
     """Seconds announced to clients; the server pings a socket silent for that long."""
     pong_timeout: int = 30
     """Seconds a pinged socket has to answer before it is closed with 4201."""
@@ -145,10 +161,10 @@ class ServerConfig:
     """Webhook requests queued or retrying at once, per process; past it the oldest fail."""
     webhook_log_size: int = 1000
     """Deliveries kept per app for ``GET /apps/{id}/webhooks/deliveries``."""
-    webhook_max_pending_bytes: int = 64 * 1024 * 1024
+    webhook_max_pending_bytes: Annotated[int, _AT_LEAST_A_BYTE] = 64 * 1024 * 1024
     """Bytes of encoded events in pending webhook requests, per process; past it pending
     deliveries fail, those of client events only first, then the oldest."""
-    webhook_log_max_bytes: int = 8 * 1024 * 1024
+    webhook_log_max_bytes: Annotated[int, _AT_LEAST_A_BYTE] = 8 * 1024 * 1024
     """Bytes of encoded (truncated) events in one app's delivery log; past it the oldest
     delivered entries leave first, then the oldest failed ones."""
     webhook_store: str = ""
@@ -163,12 +179,12 @@ class ServerConfig:
     ssl_key: str = ""
     ssl_ca: str = ""
     """Optional CA bundle to verify client certificates with (mutual TLS)."""
-    log_level: str = "info"
-    log_format: str = "text"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
     """``text`` (human-readable lines) or ``json`` (one JSON object per line), on stderr."""
     stats_path: str = ""
     """SQLite file the per-app statistics are recorded in; empty = no statistics."""
-    stats_interval_seconds: float = 60.0
+    stats_interval_seconds: Annotated[float, _POSITIVE] = 60.0
     """Statistics are recorded once per this many seconds, per app."""
     dashboard_password: str = ""
     """Password of the web dashboard at ``/dashboard``; empty = no dashboard."""
@@ -182,7 +198,7 @@ class ServerConfig:
     """Address of that listener: loopback, or an internal interface (``0.0.0.0`` in a pod)."""
     stats_retention_days: int = 30
     """Statistics older than this are deleted as new ones are recorded; 0 = kept forever."""
-    adapter: str = "local"
+    adapter: AdapterName = "local"
     """``local``: one node, state in memory. ``redis``: many nodes share state over Redis."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """``redis://``, ``rediss://`` (TLS), ``unix://``,
@@ -191,14 +207,14 @@ class ServerConfig:
     adapter."""
     redis_prefix: str = "pusher-compat"
     """Prefix of every Redis key and bus channel: one per deployment sharing a Redis."""
-    node_lease_seconds: float = 10.0
+    node_lease_seconds: Annotated[float, _AT_LEAST_A_SECOND] = 10.0
     """A node that stops renewing its lease this long is declared dead; the survivors remove
     its members and counts within this bound plus a quarter of it."""
-    request_head_timeout: float = 10.0
+    request_head_timeout: Annotated[float, _POSITIVE] = 10.0
     """Seconds a client has to send a whole HTTP request head (any path, the first request on
     a connection or a later one), from its first byte; bytes that dribble in do not extend it.
     Past it the connection is closed."""
-    http_keepalive_timeout: float = 15.0
+    http_keepalive_timeout: Annotated[float, _POSITIVE] = 15.0
     """Seconds an HTTP connection may idle between requests before it is closed."""
     max_pending_connections: int = 0
     """Connections still sending a request head (not yet a WebSocket, not yet a request), in
@@ -223,58 +239,18 @@ class Settings:
     """The ``/broadcasting/auth`` signer; served only when ``[auth]`` is configured."""
 
 
-_LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _check_fields(cls: type, table: Mapping[str, Any], where: str, source: str) -> dict[str, Any]:
-    """Type-check ``table`` against the dataclass fields of ``cls``."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for name, value in table.items():
-        key = f"{where}.{name}" if where else name
-        if name not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"{source}: unknown key {key!r} (known: {known})")
-        expected = fields[name].type
-        if not _has_type(value, str(expected)):
-            raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{source}: {key} must not be negative, got {value!r}")
-        values[name] = tuple(value) if isinstance(value, list) else value
-    return values
-
-
-def _has_type(value: Any, expected: str) -> bool:
-    if expected == "bool":
-        return isinstance(value, bool)
-    if expected == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if expected == "tuple[str, ...]":
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    return isinstance(value, str)
-
-
 def _webhook(table: Any, where: str, source: str) -> WebhookEndpoint:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {where} must be a table")
     table = dict(table)
-    event_types = table.pop("event_types", [])
+    # The headers are a table of their own; every other key is a typed field.
     headers = table.pop("headers", {})
-    values = _check_fields(WebhookEndpoint, table, where, source)
+    values = check_fields(WebhookEndpoint, table, where, source)
     if not str(values.get("url", "")).startswith(("http://", "https://")):
         raise ConfigError(f"{source}: {where}.url is required (an http:// or https:// URL)")
-    if not isinstance(event_types, list) or not all(
-        isinstance(e, str) and e in WEBHOOK_EVENTS for e in event_types
-    ):
-        known = ", ".join(sorted(WEBHOOK_EVENTS))
-        raise ConfigError(f"{source}: {where}.event_types must list names among: {known}")
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{source}: {where}.headers must be a table of strings")
-    return WebhookEndpoint(
-        **values, event_types=tuple(event_types), headers=tuple(headers.items())
-    )
+    return WebhookEndpoint(**values, headers=tuple(headers.items()))
 
 
 def _app(table: Any, where: str, source: str) -> AppConfig:
@@ -284,7 +260,7 @@ def _app(table: Any, where: str, source: str) -> AppConfig:
     hooks = table.pop("webhooks", [])
     if not isinstance(hooks, list):
         raise ConfigError(f"{source}: {where}.webhooks must be an array of tables")
-    values = _check_fields(AppConfig, table, where, source)
+    values = check_fields(AppConfig, table, where, source)
     values["webhooks"] = tuple(
         _webhook(hook, f"{where}.webhooks[{i}]", source) for i, hook in enumerate(hooks)
     )
@@ -361,27 +337,10 @@ def load_settings(
     server_table = data.get("server", {})
     if not isinstance(server_table, dict):
         raise ConfigError(f"{source}: [server] must be a table")
-    server_values = _check_fields(ServerConfig, server_table, "server", source)
-    server_values.update({k: v for k, v in overrides.items() if v is not None})
+    # Command-line values are checked as the file's are (argparse has checked most).
+    server_table = {**server_table, **{k: v for k, v in overrides.items() if v is not None}}
+    server_values = check_fields(ServerConfig, server_table, "server", source)
     server = ServerConfig(**server_values)
-    if server.log_level not in _LOG_LEVELS:
-        raise ConfigError(f"{source}: server.log_level must be one of {', '.join(_LOG_LEVELS)}")
-    if server.log_format not in ("text", "json"):
-        raise ConfigError(f"{source}: server.log_format must be text or json")
-    if server.stats_interval_seconds <= 0:
-        raise ConfigError(f"{source}: server.stats_interval_seconds must be positive")
-    if server.adapter not in ("local", "redis"):
-        raise ConfigError(f"{source}: server.adapter must be local or redis")
-    if server.node_lease_seconds < 1:
-        raise ConfigError(f"{source}: server.node_lease_seconds must be at least 1 second")
-    if server.activity_timeout < 1:
-        raise ConfigError(f"{source}: server.activity_timeout must be at least 1 second")
-    for key in ("request_head_timeout", "http_keepalive_timeout"):
-        if getattr(server, key) <= 0:
-            raise ConfigError(f"{source}: server.{key} must be positive")
-    for budget in ("webhook_max_pending_bytes", "webhook_log_max_bytes"):
-        if getattr(server, budget) < 1:
-            raise ConfigError(f"{source}: server.{budget} must be at least 1 byte")
     if server.metrics_port > 65535 or server.port == server.metrics_port != 0:
         raise ConfigError(f"{source}: server.metrics_port must be a port other than "
                           f"server.port (or 0), got {server.metrics_port}")
@@ -390,6 +349,7 @@ def load_settings(
                           f"{str(Path(server.webhook_store).parent)!r} to keep the file in")
     _check_tls(server, source)
     raw_apps = data.get("apps")
+    apps: tuple[AppConfig, ...]
     if raw_apps is None:
         apps = (_env_app(env),)
     elif not isinstance(raw_apps, list) or not raw_apps:
@@ -397,10 +357,5 @@ def load_settings(
     else:
         apps = tuple(_app(table, f"apps[{i}]", source) for i, table in enumerate(raw_apps))
     _unique(apps, source)
-    auth = None
-    if "auth" in data:
-        # Imported here: the auth signer builds on AppConfig, defined above.
-        from .broadcasting_auth import parse_auth_config
-
-        auth = parse_auth_config(data["auth"], source)
+    auth = parse_auth_config(data["auth"], source) if "auth" in data else None
     return Settings(server=server, apps=apps, auth=auth)

@@ -19,6 +19,7 @@ from .config import AppConfig, ServerConfig
 from .hub import Hub, Member
 from .limits import PerSecond
 from .wire import Code, PusherError, SubscriptionError
+from .wire import SubscriptionStatus as Status
 
 __all__ = ["Connection", "SignIn", "Sink", "State"]
 
@@ -200,14 +201,15 @@ class Connection:
         self._check_subscription_limits(name)
         invalid = channel_name_error(name, self.app.max_channel_name_length)
         if invalid:
-            raise SubscriptionError(name, "InvalidChannel", invalid, 4009)
+            raise SubscriptionError(name, "InvalidChannel", invalid, Status.INVALID)
         kind = kind_of(name)
         member: Member | None = None
         if kind.user:
             if (self.signin is not SignIn.SIGNED_IN
                     or name[len(USER_CHANNEL_PREFIX):] != self.user_id):
                 raise SubscriptionError(
-                    name, "AuthError", "A user channel needs a sign-in as that user", 403
+                    name, "AuthError", "A user channel needs a sign-in as that user",
+                    Status.FORBIDDEN,
                 )
         elif kind.needs_auth:
             channel_data = data.get("channel_data")
@@ -225,14 +227,15 @@ class Connection:
             refusal = SubscriptionError(
                 name, "LimitReached",
                 f"Subscription rate limit reached: at most {app.max_subscriptions_per_second} "
-                "subscriptions per second", 4301, Code.RATE_LIMITED,
+                "subscriptions per second", Status.OVER_LIMIT, Code.RATE_LIMITED,
             )
         elif (app.max_channels_per_connection and name not in self.channels
               and len(self.channels) >= app.max_channels_per_connection):
             refusal = SubscriptionError(
                 name, "LimitReached",
                 f"Channel limit reached: a connection may be subscribed to at most "
-                f"{app.max_channels_per_connection} channels", 4300, Code.SUBSCRIPTION_LIMIT,
+                f"{app.max_channels_per_connection} channels", Status.CHANNEL_LIMIT,
+                Code.SUBSCRIPTION_LIMIT,
             )
         if refusal is not None:
             self._refused += 1
@@ -247,7 +250,7 @@ class Connection:
             raise SubscriptionError(
                 name, "AuthError",
                 f"Invalid signature: Expected HMAC SHA256 hex digest of {string}, but got {auth}",
-                401,
+                Status.UNAUTHORIZED,
             )
 
     def _presence_member(self, name: str, channel_data: str | None) -> Member:
@@ -255,7 +258,8 @@ class Connection:
             if self.signin is not SignIn.SIGNED_IN:
                 raise SubscriptionError(
                     name, "AuthError",
-                    "Presence channels need channel_data or a signed-in user", 401,
+                    "Presence channels need channel_data or a signed-in user",
+                    Status.UNAUTHORIZED,
                 )
             assert self.user_id is not None  # set with SIGNED_IN
             return Member(self.user_id, self.user_info)
@@ -266,13 +270,14 @@ class Connection:
         user_id = parsed.get("user_id") if isinstance(parsed, dict) else None
         if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
             raise SubscriptionError(
-                name, "AuthError", "channel_data must be a JSON object with a user_id", 401
+                name, "AuthError", "channel_data must be a JSON object with a user_id",
+                Status.UNAUTHORIZED,
             )
         if len(str(user_id)) > self.app.max_presence_user_id_length:
             raise SubscriptionError(
                 name, "LimitReached",
                 f"user_id is longer than {self.app.max_presence_user_id_length} characters",
-                4009,
+                Status.INVALID,
             )
         user_info = parsed.get("user_info")
         size = len(wire.dumps(user_info))
@@ -281,7 +286,7 @@ class Connection:
                 name, "LimitReached",
                 f"user_info is {size} bytes, over the "
                 f"{self.app.max_presence_user_info_bytes} bytes allowed",
-                4301,
+                Status.OVER_LIMIT,
             )
         return Member(user_id, user_info)
 
@@ -363,7 +368,7 @@ class Connection:
                 f"Cannot broadcast client event (connection not subscribed to channel {name})",
             )
         data = message.get("data")
-        encoded = data if isinstance(data, str) else wire.dumps(data).decode()
+        encoded = wire.event_data(data)
         self._check_client_event_limits(event, encoded)
         member = self.channels[name]
         user_id = member.user_id if member is not None else None

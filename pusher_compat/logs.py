@@ -12,12 +12,19 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, get_args
 
-__all__ = ["FORMATS", "LEVELS", "JsonFormatter", "TextFormatter", "configure"]
+__all__ = [
+    "FORMATS", "LEVELS", "JsonFormatter", "LogFormat", "LogLevel", "TextFormatter", "configure",
+]
 
-FORMATS = ("text", "json")
-LEVELS = ("debug", "info", "warning", "error", "critical")
+LogLevel = Literal["debug", "info", "warning", "error"]
+"""The levels a configuration may choose: ``server.log_level``, ``--log-level`` and
+:func:`configure` all read this type."""
+LogFormat = Literal["text", "json"]
+"""The line formats: ``server.log_format``, ``--log-format`` and :func:`configure`."""
+LEVELS: tuple[str, ...] = get_args(LogLevel)
+FORMATS: tuple[str, ...] = get_args(LogFormat)
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

@@ -20,9 +20,11 @@ __all__ = [
     "Code",
     "PusherError",
     "SubscriptionError",
+    "SubscriptionStatus",
     "TooDeep",
     "dumps",
     "error_frame",
+    "event_data",
     "event_frame",
     "frame",
     "loads",
@@ -96,6 +98,27 @@ class Code(IntEnum):
     WATCHLIST_OVER_LIMIT = 4302
 
 
+class SubscriptionStatus(IntEnum):
+    """The ``status`` of a ``pusher:subscription_error``, by why the subscription was refused.
+
+    Signature problems carry HTTP's 401/403, as an auth endpoint would have answered (Echo's
+    ``.error()`` shows them as such); the rest carry the :class:`Code` of the refusal.
+    """
+
+    UNAUTHORIZED = 401
+    """No valid signature, or a presence subscription without a member."""
+    FORBIDDEN = 403
+    """A user channel (``#server-to-user-``) of a user this socket is not signed in as."""
+    INVALID = Code.UNAUTHORIZED
+    """A malformed channel name, or a presence ``user_id`` over its length limit."""
+    PRESENCE_FULL = Code.OVER_CAPACITY
+    """A presence channel holds ``max_presence_members`` members already (cluster-wide)."""
+    CHANNEL_LIMIT = Code.SUBSCRIPTION_LIMIT
+    """The socket holds ``max_channels_per_connection`` channels already."""
+    OVER_LIMIT = Code.RATE_LIMITED
+    """Over the subscribe rate, or a presence ``user_info`` over its size limit."""
+
+
 @dataclass(frozen=True, slots=True)
 class PusherError(Exception):
     """A protocol error: rendered as a ``pusher:error`` frame, and a close when ``close``.
@@ -128,7 +151,7 @@ class SubscriptionError(Exception):
     channel: str
     type: str
     message: str
-    status: int
+    status: SubscriptionStatus
     code: Code | None = None
 
     def to_frames(self) -> tuple[bytes, bytes]:
@@ -148,23 +171,28 @@ def unframe(frame: bytes) -> bytes:
     return frame[2 if marker < 126 else 4 if marker == 126 else 10:]
 
 
+def event_data(data: Any) -> str:
+    """An event's ``data`` as the protocol carries it: always a string, so ``data`` that is
+    not one already is JSON-encoded into one (pusher-websocket-java and others cast ``data``
+    to a string before parsing it). The one rule for client events, the HTTP API, the
+    dashboard and :func:`event_frame`."""
+    return data if isinstance(data, str) else dumps(data).decode()
+
+
 def event_frame(
     event: str,
     data: Any,
     channel: str | None = None,
     user_id: str | int | None = None,
 ) -> bytes:
-    """Frame a channel or connection event.
-
-    ``data`` that is not already a string is JSON-encoded into one, as the protocol requires
-    (pusher-websocket-java and others cast ``data`` to a string before parsing it); ``None``
-    leaves ``data`` out (``pusher:cache_miss`` has none).
+    """Frame a channel or connection event, ``data`` made a string by :func:`event_data`;
+    ``None`` leaves ``data`` out (``pusher:cache_miss`` has none).
     """
     message: dict[str, Any] = {"event": event}
     if channel is not None:
         message["channel"] = channel
     if data is not None:
-        message["data"] = data if isinstance(data, str) else dumps(data).decode()
+        message["data"] = event_data(data)
     if user_id is not None:
         message["user_id"] = user_id
     return frame(dumps(message))

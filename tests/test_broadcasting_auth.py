@@ -24,13 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.utils import base64url_encode
 
 from pusher_compat import signatures
-from pusher_compat.broadcasting_auth import (
-    AuthConfig,
-    BroadcastingAuth,
-    Rule,
-    match,
-    parse_auth_config,
-)
+from pusher_compat.auth_config import AuthConfig, check_auth, parse_auth_config
+from pusher_compat.auth_rules import Rule, match
+from pusher_compat.broadcasting_auth import BroadcastingAuth
 from pusher_compat.config import AppConfig, ConfigError, ServerConfig
 from pusher_compat.connection import Connection
 from pusher_compat.hub import Hub
@@ -881,3 +877,19 @@ async def test_connection_accepts_the_returned_signature(
     assert sink.messages() == [
         {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data},
     ]
+
+
+def test_check_auth_returns_the_key_and_hook_it_loaded(tmp_path: Path) -> None:
+    path, _ = rsa_key_file(tmp_path)
+    check = check_auth(AuthConfig(jwt_public_key_file=str(path), algorithms=("RS256",),
+                                  hook="json:loads"), "f.toml")
+    assert isinstance(check.public_key, rsa.RSAPublicKey)
+    assert check.hook is json.loads
+
+
+def test_endpoints_refuse_a_config_built_in_code_that_cannot_verify_tokens() -> None:
+    with pytest.raises(ConfigError) as raised:
+        BroadcastingAuth((APP,), AuthConfig(algorithms=("HS256",)))
+    assert str(raised.value) == (
+        "auth config: auth needs jwt_secret or jwt_public_key_file to verify tokens"
+    )

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
+from pusher_compat import logs
+from pusher_compat.auth_config import AuthConfig
+from pusher_compat.auth_rules import Rule
+from pusher_compat.cli import _parser as cli_parser
 from pusher_compat.config import (
     AppConfig,
     ConfigError,
@@ -15,6 +22,7 @@ from pusher_compat.config import (
     WebhookEndpoint,
     load_settings,
 )
+from pusher_compat.config_fields import check_fields, choices
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -211,3 +219,91 @@ def test_metrics_port_is_another_valid_port(tmp_path: Path, port: int) -> None:
     assert str(raised.value) == (
         f"{path}: server.metrics_port must be a port other than server.port (or 0), got {port}"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nlog_format = 'xml'\n",
+         "server.log_format must be one of text, json, got 'xml'"),
+        ("[server]\nadapter = 'memcached'\n",
+         "server.adapter must be one of local, redis, got 'memcached'"),
+        ("[server]\nhost = 1\n", "server.host must be a string, got 1"),
+        ("[server]\ndrain_seconds = 'soon'\n", "server.drain_seconds must be float, got 'soon'"),
+        ("[[apps]]\nid='1'\nkey='k'\nsecret='s'\nallowed_origins='*'\n",
+         "apps[0].allowed_origins must be an array of strings, got '*'"),
+        ("[server]\nstats_interval_seconds = 0\n",
+         "server.stats_interval_seconds must be positive, got 0"),
+        ("[server]\nnode_lease_seconds = 0.5\n",
+         "server.node_lease_seconds must be at least 1 second, got 0.5"),
+        ("[server]\nhttp_keepalive_timeout = -1\n",
+         "server.http_keepalive_timeout must be positive, got -1"),
+    ],
+    ids=["literal-format", "literal-adapter", "string", "float", "string-array",
+         "positive", "at-least", "positive-not-negative"],
+)
+def test_every_table_is_checked_against_its_typed_fields(tmp_path: Path, text: str,
+                                                         message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, env={})
+    assert str(raised.value) == f"{path}: {message}"
+
+
+def test_a_whole_number_for_a_float_setting_is_read_as_a_float(tmp_path: Path) -> None:
+    server = load_settings(write(tmp_path, "[server]\ndrain_seconds = 2\n"), env={}).server
+    assert (server.drain_seconds, type(server.drain_seconds)) == (2.0, float)
+
+
+def test_command_line_values_are_checked_like_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env={}, log_level="loud")
+    assert str(raised.value) == (
+        "environment: server.log_level must be one of debug, info, warning, error, got 'loud'"
+    )
+
+
+def test_the_cli_and_the_log_setup_offer_the_choices_the_config_accepts() -> None:
+    commands = next(action for action in cli_parser()._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    options = {action.dest: action.choices for action in commands.choices["serve"]._actions}
+    assert options["adapter"] == choices(typing.get_type_hints(ServerConfig)["adapter"])
+    assert options["log_level"] == logs.LEVELS == ("debug", "info", "warning", "error")
+    assert options["log_format"] == logs.FORMATS == ("text", "json")
+    assert choices(typing.get_type_hints(ServerConfig)["log_level"]) == logs.LEVELS
+
+
+def test_config_and_auth_config_import_without_each_other_s_parsers() -> None:
+    """The bottom layer (config_fields) imports nothing of ours; the [auth] settings never
+    import the server/apps loader nor the endpoint module."""
+    code = (
+        "import sys\n"
+        "import pusher_compat.config_fields\n"
+        "assert not [m for m in sys.modules if m.startswith('pusher_compat.')"
+        " and m != 'pusher_compat.config_fields'], sorted(sys.modules)\n"
+        "import pusher_compat.auth_config\n"
+        "assert 'pusher_compat.config' not in sys.modules\n"
+        "import pusher_compat.config\n"
+        "assert 'pusher_compat.broadcasting_auth' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cls", "tables"),
+    [(ServerConfig, set()), (AppConfig, {"webhooks"}), (WebhookEndpoint, {"headers"}),
+     (AuthConfig, {"rules"}), (Rule, {"claim_equals", "claim_contains"})],
+    ids=["server", "apps", "webhooks", "auth", "auth-rules"],
+)
+def test_every_setting_has_a_type_the_one_check_knows(cls: type, tables: set[str]) -> None:
+    """Each field's default passes the check, so a field of a type it cannot check fails here
+    rather than at a user's start (tables of their own are parsed by their callers)."""
+    defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                for f in dataclasses.fields(cls)
+                if f.name not in tables and f.default is not dataclasses.MISSING}
+    assert check_fields(cls, defaults, "x", "f.toml") == {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in defaults.items()
+    }

@@ -38,3 +38,32 @@ def test_signin_success_carries_user_data_in_an_object() -> None:
     assert unframe(frame) == (
         '{"event":"pusher:signin_success","data":{"user_data":"{\\"id\\":\\"1\\"}"}}'
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [("already text", "already text"), ({"a": [1, None]}, '{"a":[1,null]}'), (7, "7"),
+     (None, "null")],
+    ids=["string-kept", "object-encoded", "number-encoded", "null-encoded"],
+)
+def test_event_data_is_always_a_string(data: object, text: str) -> None:
+    assert wire.event_data(data) == text
+
+
+def test_subscription_statuses_are_http_codes_for_signatures_and_pusher_codes_otherwise() -> None:
+    assert {status.name: int(status) for status in wire.SubscriptionStatus} == {
+        "UNAUTHORIZED": 401, "FORBIDDEN": 403, "INVALID": wire.Code.UNAUTHORIZED,
+        "PRESENCE_FULL": wire.Code.OVER_CAPACITY, "CHANNEL_LIMIT": wire.Code.SUBSCRIPTION_LIMIT,
+        "OVER_LIMIT": wire.Code.RATE_LIMITED,
+    }
+
+
+def test_subscription_error_writes_its_status_as_a_plain_number() -> None:
+    forbidden = wire.SubscriptionStatus.FORBIDDEN
+    error = wire.SubscriptionError("private-a", "AuthError", "no", forbidden)
+    scoped, connection_level = error.to_frames()
+    assert unframe(scoped) == ('{"event":"pusher:subscription_error","channel":"private-a",'
+                               '"data":{"type":"AuthError","error":"no","status":403}}')
+    assert unframe(connection_level) == (
+        '{"event":"pusher:error","data":{"code":null,"message":"no"}}'
+    )
