@@ -13,8 +13,7 @@ from conftest import ServerProcess
 from helpers import SWITCHING, UPGRADE, GatewayTestServer, RawSocket, client_frame, upgraded
 from multidict import CIMultiDict
 
-from pusher_compat import server as server_module
-from pusher_compat import websocket
+from pusher_compat import socket_transport, websocket
 from pusher_compat.config import AppConfig, Settings
 from pusher_compat.server import create_app
 from pusher_compat.websocket import Binary, Close, Ping, Pong, State, Text, WebSocket
@@ -391,7 +390,7 @@ async def test_oversized_message_gets_its_1009_close_frame_every_time(
 async def test_failed_connection_is_cut_when_the_client_never_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(server_module, "_CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(socket_transport, "_CLOSE_TIMEOUT", 0.2)
     settings = Settings(apps=(AppConfig(id="1001", key="app-key", secret="app-secret"),))
     async with GatewayTestServer(create_app(settings)) as gateway:
         raw = await RawSocket.connect(gateway.host, gateway.port)
