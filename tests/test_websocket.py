@@ -16,7 +16,8 @@ from multidict import CIMultiDict
 from pusher_compat import socket_transport, websocket
 from pusher_compat.config import AppConfig, Settings
 from pusher_compat.server import create_app
-from pusher_compat.websocket import Binary, Close, Ping, Pong, State, Text, WebSocket
+from pusher_compat.socket_transport import WebSocketProtocol
+from pusher_compat.websocket import Binary, Close, Event, Ping, Pong, State, Text, WebSocket
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
@@ -329,6 +330,39 @@ def test_switching_protocols_answer() -> None:
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
     )
+
+
+# -- the socket protocol: the parser as its base class ----------------------------------------
+
+
+def names_shadowing(cls: type, base: type) -> set[str]:
+    """Names ``cls`` defines (methods, slots, class attributes) that ``base`` defines too,
+    dunders aside (``__init__`` and ``__slots__`` are meant to be a class's own)."""
+    def own(klass: type) -> set[str]:
+        return {name for name in vars(klass) if not name.startswith("__")}
+    return own(cls) & set().union(*(own(k) for k in base.__mro__ if k is not object))
+
+
+def test_socket_protocol_shadows_none_of_the_parsers_names() -> None:
+    # The parser is a base class to save each socket an object; a name of its own reused
+    # by the protocol (a slot, a method) would silently break the parser's state.
+    assert names_shadowing(WebSocketProtocol, WebSocket) == set()
+
+
+def test_shadowing_guard_sees_a_slot_reused_by_a_subclass() -> None:
+    class Shadowing(WebSocket):
+        __slots__ = ("_buffer_size", "state")  # one new slot, one of the parser's
+
+        def receive(self, data: bytes) -> list[Event]:
+            return []
+
+    assert names_shadowing(Shadowing, WebSocket) == {"receive", "state"}
+
+
+def test_socket_protocol_keeps_no_per_instance_dict() -> None:
+    # Every class in its line declares __slots__: an idle socket costs its slots alone.
+    assert WebSocketProtocol.__dictoffset__ == 0
+    assert WebSocketProtocol.__weakrefoffset__ == 0
 
 
 # -- end to end, raw sockets against a real server -------------------------------------------
