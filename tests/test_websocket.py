@@ -1,15 +1,14 @@
 """The WebSocket layer: the sans-I/O parser (bytes in, events and exact frames out), the
-handshake checks, and the same behaviour end to end over raw sockets to a real server."""
+handshake checks, the socket protocol's shape, and the same behaviour end to end over raw
+sockets to the real listener, in process."""
 
 from __future__ import annotations
 
 import struct
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import ServerProcess
 from helpers import SWITCHING, UPGRADE, GatewayTestServer, RawSocket, client_frame, upgraded
 from multidict import CIMultiDict
 
@@ -365,14 +364,7 @@ def test_socket_protocol_keeps_no_per_instance_dict() -> None:
     assert WebSocketProtocol.__weakrefoffset__ == 0
 
 
-# -- end to end, raw sockets against a real server -------------------------------------------
-
-@pytest.fixture
-async def raw(server: ServerProcess) -> AsyncIterator[RawSocket]:
-    raw = await RawSocket.connect(server.host, server.port)
-    yield raw
-    raw.writer.close()
-
+# -- end to end, raw sockets against the real listener, in process -------------------------
 
 async def test_upgrade_is_answered_101_then_connection_established(raw: RawSocket) -> None:
     first = await upgraded(raw)
@@ -406,13 +398,13 @@ async def test_unmasked_frame_is_closed_with_1002_over_the_wire(raw: RawSocket) 
 
 
 async def test_oversized_message_gets_its_1009_close_frame_every_time(
-    server: ServerProcess,
+    served: GatewayTestServer,
 ) -> None:
     # Closing TCP while the rest of the message arrives would reset the connection, and the
     # client would mostly lose the close frame (pusher-js then reports 1006).
     message = client_frame(TEXT, b"x" * 65537)
     for _ in range(10):
-        raw = await RawSocket.connect(server.host, server.port)
+        raw = await RawSocket.connect(served.host, served.port)
         await upgraded(raw)
         await raw.send(message)
         assert await raw.frame() == (CLOSE, struct.pack("!H", 1009) + b"Message over 65536 bytes")
