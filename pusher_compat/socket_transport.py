@@ -344,7 +344,7 @@ def detach(request: web.Request) -> asyncio.Transport:
     assert transport is not None
     protocol.transport = None
     protocol.connection_lost(None)
-    return cast(asyncio.Transport, transport)
+    return transport
 
 
 _BACKLOG = 1024

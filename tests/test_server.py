@@ -295,8 +295,11 @@ async def test_sigterm_drains_in_jittered_batches_over_the_window(
 
         waiting = [asyncio.create_task(closed_at(ws)) for ws in sockets]
         server.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        ready = await session.get(f"{server.url}/ready")
+        deadline = loop.time() + 5
+        while (ready := await session.get(f"{server.url}/ready")).status == 200:
+            ready.release()
+            assert loop.time() < deadline, "still ready 5 s after SIGTERM"
+            await asyncio.sleep(0.02)
         assert (ready.status, await ready.json()) == (503, {"status": "draining"})
         late = await session.ws_connect(server.ws_url())
         assert json.loads(await late.receive_str()) == error(4100, "Server is shutting down")
