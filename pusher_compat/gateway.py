@@ -68,6 +68,7 @@ class Gateway:
         self._settings = settings
         self._hub = hub
         self._apps = Apps(settings.apps)
+        """The configured apps: clients name theirs by key in ``/app/{key}``."""
         self._clock = clock
         """Given to every :class:`Connection`: its activity and rate limits read it."""
         self._schedule = schedule

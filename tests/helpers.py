@@ -1,6 +1,6 @@
-"""Small helpers for driving the sans-I/O protocol core: a recording sink, a frame decoder
-and a settable clock; a raw TCP client speaking HTTP and WebSocket by hand; a test server
-that serves exactly as ``pusher-compat serve`` does; and a webhook receiver."""
+"""Small helpers for driving the sans-I/O protocol core: a recording sink, a frame decoder,
+a settable clock and a scheduler on it; a raw TCP client speaking HTTP and WebSocket by hand;
+a test server that serves exactly as ``pusher-compat serve`` does; and a webhook receiver."""
 
 from __future__ import annotations
 
