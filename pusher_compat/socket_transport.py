@@ -85,8 +85,8 @@ class WebSocketProtocol(websocket.WebSocket, asyncio.Protocol):
     ``limit`` cannot keep up: it is closed with 4100 rather than let its buffer grow or slow
     the broadcast for everyone else. Idle sockets are most of a server's memory: the parser is
     a base class rather than an object of its own to save each socket ~40 bytes (so no name
-    here may shadow one of the parser's), and this is the only object per socket besides the
-    transport and the ``Connection``.
+    here may shadow one of the parser's: ``tests/test_websocket.py`` checks it), and this is
+    the only object per socket besides the transport and the ``Connection``.
     """
 
     __slots__ = ("_closed", "_flusher", "_gateway", "_limit", "_pending", "_transport",
