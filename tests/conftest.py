@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import Receiver
+from helpers import GatewayTestServer, RawSocket, Receiver
+
+from pusher_compat.config import load_settings
+from pusher_compat.server import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
@@ -161,6 +164,24 @@ def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """A server with the default test apps: ``1001``/``app-key``/``app-secret`` (numeric id:
     the Python SDK refuses any other) and the disabled ``disabled-key``."""
     return server_factory()
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[GatewayTestServer]:
+    """The default test apps served in this process through the real listener: the same
+    transport, gateway and routes as :func:`server`, without starting a process."""
+    config = tmp_path / "served.toml"
+    config.write_text(DEFAULT_CONFIG)
+    async with GatewayTestServer(create_app(load_settings(config, env={}))) as test_server:
+        yield test_server
+
+
+@pytest.fixture
+async def raw(served: GatewayTestServer) -> AsyncIterator[RawSocket]:
+    """A raw TCP client of :func:`served`."""
+    client = await RawSocket.connect(served.host, served.port)
+    yield client
+    client.writer.close()
 
 
 @pytest.fixture(scope="session")

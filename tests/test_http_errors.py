@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,13 +27,6 @@ id = "1001"
 key = "app-key"
 secret = "app-secret"
 """
-
-
-@pytest.fixture
-async def raw(server: ServerProcess) -> AsyncIterator[RawSocket]:
-    raw = await RawSocket.connect(server.host, server.port)
-    yield raw
-    raw.writer.close()
 
 
 async def answer(raw: RawSocket, request: str) -> tuple[bytes, dict[str, str], Any]:
@@ -91,9 +84,11 @@ async def test_refused_request_head_is_answered_in_json(
 
 
 async def test_refused_request_head_is_logged_with_its_reason_and_no_traceback(
-    raw: RawSocket, server: ServerProcess
+    server: ServerProcess,
 ) -> None:
+    raw = await RawSocket.connect(server.host, server.port)
     await answer(raw, "GET /up HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+    raw.writer.close()
     assert await logged(server, "refused HTTP request from 127.0.0.1: 400 Invalid header token:")
     assert not any("Traceback" in line for line in server.log)
 

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess
-from helpers import GatewayTestServer
+from helpers import FakeTimers, GatewayTestServer
 
-from pusher_compat.broadcasting_auth import AuthConfig
+from pusher_compat.auth_config import AuthConfig
 from pusher_compat.config import AppConfig, ServerConfig, Settings
 from pusher_compat.server import create_app
 
@@ -194,24 +194,34 @@ async def test_events_written_in_one_loop_iteration_leave_in_order(client: TestC
 async def test_silent_socket_is_pinged_then_closed_with_4201(
     aiohttp_client: ClientFactory,
 ) -> None:
-    client = await serving(aiohttp_client, settings(activity_timeout=1, pong_timeout=1))
+    timers = FakeTimers()
+    app = create_app(settings(activity_timeout=1, pong_timeout=1), clock=timers.clock,
+                     schedule=timers)
+    client = await aiohttp_client(GatewayTestServer(app))
     ws = await client.ws_connect("/app/app-key?protocol=7", autoping=False)
     await frames(ws, 1)
+    timers.advance(1)
     assert await frames(ws, 1) == [{"event": "pusher:ping", "data": "{}"}]
+    timers.advance(1)
     assert await frames(ws, 1) == [error(4201, "Pong reply not received")]
     closing = await asyncio.wait_for(ws.receive(), 5)
     assert (closing.type, closing.data) == (WSMsgType.CLOSE, 4201)
 
 
 async def test_answered_ping_keeps_socket_open(aiohttp_client: ClientFactory) -> None:
-    client = await serving(aiohttp_client, settings(activity_timeout=1, pong_timeout=1))
+    timers = FakeTimers()
+    app = create_app(settings(activity_timeout=1, pong_timeout=1), clock=timers.clock,
+                     schedule=timers)
+    client = await aiohttp_client(GatewayTestServer(app))
     ws = await client.ws_connect("/app/app-key?protocol=7")
     await frames(ws, 1)
-    for _ in range(2):
+    for _ in range(3):
+        timers.advance(1)
         assert await frames(ws, 1) == [{"event": "pusher:ping", "data": "{}"}]
         await ws.send_str('{"event": "pusher:pong", "data": {}}')
-    await ws.send_str('{"event": "pusher:ping", "data": {}}')
-    assert await frames(ws, 1) == [{"event": "pusher:pong", "data": "{}"}]
+        # Answered only once the pong has been read: the next advance comes after it.
+        await ws.send_str('{"event": "pusher:ping", "data": {}}')
+        assert await frames(ws, 1) == [{"event": "pusher:pong", "data": "{}"}]
 
 
 async def test_sigterm_closes_sockets_with_4200_and_exits_cleanly(server: ServerProcess) -> None:
@@ -285,8 +295,11 @@ async def test_sigterm_drains_in_jittered_batches_over_the_window(
 
         waiting = [asyncio.create_task(closed_at(ws)) for ws in sockets]
         server.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        ready = await session.get(f"{server.url}/ready")
+        deadline = loop.time() + 5
+        while (ready := await session.get(f"{server.url}/ready")).status == 200:
+            ready.release()
+            assert loop.time() < deadline, "still ready 5 s after SIGTERM"
+            await asyncio.sleep(0.02)
         assert (ready.status, await ready.json()) == (503, {"status": "draining"})
         late = await session.ws_connect(server.ws_url())
         assert json.loads(await late.receive_str()) == error(4100, "Server is shutting down")

@@ -1,23 +1,22 @@
 """The WebSocket layer: the sans-I/O parser (bytes in, events and exact frames out), the
-handshake checks, and the same behaviour end to end over raw sockets to a real server."""
+handshake checks, the socket protocol's shape, and the same behaviour end to end over raw
+sockets to the real listener, in process."""
 
 from __future__ import annotations
 
 import struct
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import ServerProcess
 from helpers import SWITCHING, UPGRADE, GatewayTestServer, RawSocket, client_frame, upgraded
 from multidict import CIMultiDict
 
-from pusher_compat import server as server_module
-from pusher_compat import websocket
+from pusher_compat import socket_transport, websocket
 from pusher_compat.config import AppConfig, Settings
 from pusher_compat.server import create_app
-from pusher_compat.websocket import Binary, Close, Ping, Pong, State, Text, WebSocket
+from pusher_compat.socket_transport import WebSocketProtocol
+from pusher_compat.websocket import Binary, Close, Event, Ping, Pong, State, Text, WebSocket
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
@@ -332,14 +331,40 @@ def test_switching_protocols_answer() -> None:
     )
 
 
-# -- end to end, raw sockets against a real server -------------------------------------------
+# -- the socket protocol: the parser as its base class ----------------------------------------
 
-@pytest.fixture
-async def raw(server: ServerProcess) -> AsyncIterator[RawSocket]:
-    raw = await RawSocket.connect(server.host, server.port)
-    yield raw
-    raw.writer.close()
 
+def names_shadowing(cls: type, base: type) -> set[str]:
+    """Names ``cls`` defines (methods, slots, class attributes) that ``base`` defines too,
+    dunders aside (``__init__`` and ``__slots__`` are meant to be a class's own)."""
+    def own(klass: type) -> set[str]:
+        return {name for name in vars(klass) if not name.startswith("__")}
+    return own(cls) & set().union(*(own(k) for k in base.__mro__ if k is not object))
+
+
+def test_socket_protocol_shadows_none_of_the_parsers_names() -> None:
+    # The parser is a base class to save each socket an object; a name of its own reused
+    # by the protocol (a slot, a method) would silently break the parser's state.
+    assert names_shadowing(WebSocketProtocol, WebSocket) == set()
+
+
+def test_shadowing_guard_sees_a_slot_reused_by_a_subclass() -> None:
+    class Shadowing(WebSocket):
+        __slots__ = ("_buffer_size", "state")  # one new slot, one of the parser's
+
+        def receive(self, data: bytes) -> list[Event]:
+            return []
+
+    assert names_shadowing(Shadowing, WebSocket) == {"receive", "state"}
+
+
+def test_socket_protocol_keeps_no_per_instance_dict() -> None:
+    # Every class in its line declares __slots__: an idle socket costs its slots alone.
+    assert WebSocketProtocol.__dictoffset__ == 0
+    assert WebSocketProtocol.__weakrefoffset__ == 0
+
+
+# -- end to end, raw sockets against the real listener, in process -------------------------
 
 async def test_upgrade_is_answered_101_then_connection_established(raw: RawSocket) -> None:
     first = await upgraded(raw)
@@ -373,13 +398,13 @@ async def test_unmasked_frame_is_closed_with_1002_over_the_wire(raw: RawSocket) 
 
 
 async def test_oversized_message_gets_its_1009_close_frame_every_time(
-    server: ServerProcess,
+    served: GatewayTestServer,
 ) -> None:
     # Closing TCP while the rest of the message arrives would reset the connection, and the
     # client would mostly lose the close frame (pusher-js then reports 1006).
     message = client_frame(TEXT, b"x" * 65537)
     for _ in range(10):
-        raw = await RawSocket.connect(server.host, server.port)
+        raw = await RawSocket.connect(served.host, served.port)
         await upgraded(raw)
         await raw.send(message)
         assert await raw.frame() == (CLOSE, struct.pack("!H", 1009) + b"Message over 65536 bytes")
@@ -391,7 +416,7 @@ async def test_oversized_message_gets_its_1009_close_frame_every_time(
 async def test_failed_connection_is_cut_when_the_client_never_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(server_module, "_CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(socket_transport, "_CLOSE_TIMEOUT", 0.2)
     settings = Settings(apps=(AppConfig(id="1001", key="app-key", secret="app-secret"),))
     async with GatewayTestServer(create_app(settings)) as gateway:
         raw = await RawSocket.connect(gateway.host, gateway.port)
