@@ -271,7 +271,7 @@ def test_pending_caps_default_to_shares_of_the_open_files_limit() -> None:
 def test_a_zero_timeout_is_refused_at_start(tmp_path: Path, key: str) -> None:
     config = tmp_path / "server.toml"
     config.write_text(f"[server]\n{key} = 0\n")
-    with pytest.raises(ConfigError, match=f"^{config}: server.{key} must be positive$"):
+    with pytest.raises(ConfigError, match=f"^{config}: server.{key} must be positive, got 0$"):
         load_settings(config)
 
 
