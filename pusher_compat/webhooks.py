@@ -47,7 +47,7 @@ from .signatures import webhook_signature
 from .webhook_store import MemoryWebhookStore, Stored, WebhookStore
 from .wire import dumps, loads
 
-__all__ = ["LOG_DATA_CHARS", "Drop", "NotReplayable", "Webhooks"]
+__all__ = ["LOG_DATA_CHARS", "DeliveryTotals", "Drop", "NotReplayable", "Webhooks"]
 
 log = logging.getLogger("pusher_compat.webhooks")
 
@@ -145,6 +145,20 @@ class _Batch:
     timer: asyncio.TimerHandle | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryTotals:
+    """One app's deliveries as ``/metrics`` and the statistics read them."""
+
+    delivered: int
+    """Deliveries acknowledged so far (running total)."""
+    failed: int
+    """Deliveries given up so far: retries exhausted, dropped, or cancelled at shutdown."""
+    pending: int
+    """Deliveries not settled yet, now."""
+    dropped: dict[str, int]
+    """Deliveries dropped so far, by reason (a :class:`Drop` value)."""
+
+
 class NotReplayable(Exception):
     """The logged delivery's events were truncated: sending them again would send other data."""
 
@@ -220,6 +234,9 @@ class Webhooks:
         self._logs: dict[str, _AppLog] = {}
         self._dropped: dict[str, dict[Drop, int]] = {}
         """Deliveries dropped so far, by app id and reason."""
+        self._settled: dict[str, dict[str, int]] = {}
+        """Deliveries settled so far, by app id and status: counted as they settle, not read
+        back from the bounded log, so none is missed however fast the log turns over."""
         self._drops_unreported = 0
         self._drops_reported_at = float("-inf")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -433,6 +450,8 @@ class Webhooks:
         delivery.status = status
         if error is not None:
             delivery.last_error = error
+        settled = self._settled.setdefault(delivery.app.id, {"delivered": 0, "failed": 0})
+        settled[status] += 1
         del self._pending[delivery.id]
         if error != _SHUTDOWN:  # acknowledged, expired or dropped; else left for the next run
             self._store.remove(delivery.id)
@@ -525,6 +544,13 @@ class Webhooks:
     def dropped(self, app_id: str) -> dict[str, int]:
         """Deliveries of the app dropped so far, by reason (a :class:`Drop` value)."""
         return {reason.value: count for reason, count in self._dropped.get(app_id, {}).items()}
+
+    def totals(self, app_id: str) -> DeliveryTotals:
+        """The app's settled deliveries so far, those pending now and the drops."""
+        settled = self._settled.get(app_id, {})
+        pending = sum(1 for d in self._pending.values() if d.app.id == app_id)
+        return DeliveryTotals(settled.get("delivered", 0), settled.get("failed", 0), pending,
+                              self.dropped(app_id))
 
     async def replay(self, app_id: str, delivery_id: str) -> dict[str, Any]:
         """Send a logged delivery's events again, now, as a new delivery signed afresh.
