@@ -5,6 +5,8 @@ that serves exactly as ``pusher-compat serve`` does; and a webhook receiver."""
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import struct
 from collections.abc import Callable
@@ -87,6 +89,66 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class ManualScheduler:
+    """A :class:`~pusher_compat.scheduling.Scheduler` whose time moves only in
+    :meth:`advance`: the timers due by then run in time order (those they set too), and the
+    sleeps due by then return, without the test waiting for any of it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self._timers: list[tuple[float, int, _ManualTimer]] = []
+        """Scheduled callbacks as a heap by (due time, order of scheduling)."""
+        self._order = itertools.count()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any
+                ) -> _ManualTimer:
+        timer = _ManualTimer(callback, args)
+        heapq.heappush(self._timers, (when, next(self._order), timer))
+        return timer
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any
+                   ) -> _ManualTimer:
+        return self.call_at(self.now + delay, callback, *args)
+
+    async def sleep(self, delay: float) -> None:
+        woken = asyncio.get_running_loop().create_future()
+        self.call_later(delay, lambda: woken.done() or woken.set_result(None))
+        await woken
+
+    @property
+    def pending(self) -> int:
+        """Timers and sleeps scheduled and not cancelled."""
+        return sum(1 for _, _, timer in self._timers if not timer.cancelled)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time ``seconds`` on, running every timer due by then; then let the tasks
+        those timers woke take their next step."""
+        end = self.now + seconds
+        while self._timers and self._timers[0][0] <= end:
+            when, _, timer = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            if not timer.cancelled:
+                timer.callback(*timer.args)
+        self.now = end
+        for _ in range(3):  # a woken sleep resumes its task one loop step later
+            await asyncio.sleep(0)
+
+
+@dataclass
+class _ManualTimer:
+    """One callback of a :class:`ManualScheduler`."""
+
+    callback: Callable[..., object]
+    args: tuple[Any, ...]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 @dataclass
