@@ -127,7 +127,9 @@ class ManualScheduler:
 
     async def advance(self, seconds: float) -> None:
         """Move time ``seconds`` on, running every timer due by then; then let the tasks
-        those timers woke take their next step."""
+        those timers woke take their next step. Tasks ready to run take theirs first, so a
+        task just started has reached its sleep before time moves."""
+        await _steps()
         end = self.now + seconds
         while self._timers and self._timers[0][0] <= end:
             when, _, timer = heapq.heappop(self._timers)
@@ -135,8 +137,13 @@ class ManualScheduler:
             if not timer.cancelled:
                 timer.callback(*timer.args)
         self.now = end
-        for _ in range(3):  # a woken sleep resumes its task one loop step later
-            await asyncio.sleep(0)
+        await _steps()
+
+
+async def _steps(count: int = 3) -> None:
+    """Let ready tasks run ``count`` loop steps (a woken sleep resumes a step later)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from helpers import FakeClock, WsClient
+from helpers import FakeClock, ManualScheduler, WsClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from pusher_compat import signatures
@@ -196,6 +196,21 @@ async def test_api_requires_the_session_cookie(server: Server) -> None:
             assert response.status == 404
         async with session.get(server.url + "/dashboard/static/app.js") as response:
             assert response.status == 200
+
+
+async def test_samples_are_taken_at_start_and_every_interval() -> None:
+    app = AppConfig(id=APP_ID, key=KEY, secret=SECRET)
+    timers = ManualScheduler()
+    dashboard = Dashboard(Settings(apps=(app,)), Hub(), PASSWORD, sample_interval=1.0,
+                          wall_clock=lambda: WALL_TIME, scheduler=timers)
+    await dashboard.start()
+    await timers.advance(0.5)
+    assert len(dashboard._samples[APP_ID]) == 1
+    await timers.advance(0.5)
+    await timers.advance(1.0)
+    await dashboard.close()
+    assert list(dashboard._samples[APP_ID]) == [
+        {"time": WALL_TIME, "connections": 0, "messages": 0}] * 3
 
 
 async def test_event_log_is_bounded_and_polled_by_sequence() -> None:

@@ -37,6 +37,7 @@ from ..http_errors import HttpError, json_answer
 from ..hub import Hub
 from ..limits import FailureThrottle
 from ..publishing import Publisher
+from ..scheduling import LoopScheduler, Scheduler
 from ..stats_store import SqliteStore
 from .sessions import Sessions
 
@@ -78,13 +79,15 @@ class Dashboard:
         clock: Callable[[], float] = time.monotonic,
         throttle: FailureThrottle | None = None,
         wall_clock: Callable[[], float] = time.time,
+        scheduler: Scheduler | None = None,
     ) -> None:
         """``hub`` may be ``None`` and assigned to :attr:`hub` later, when the hub has to be
         built with this dashboard among its listeners. ``store`` holds the recorded statistics
         shown as history; ``None`` shows live samples only. ``clock`` times sessions and
         failed logins; ``throttle`` limits failed logins (the defaults of
         :class:`FailureThrottle` without it). ``wall_clock`` gives the unix seconds that
-        stamp logged events and samples and end the statistics history."""
+        stamp logged events and samples and end the statistics history; ``scheduler`` times
+        the sampling (default: the event loop's)."""
         if not password:
             raise ValueError("the dashboard needs a password")
         self.hub = hub
@@ -95,6 +98,7 @@ class Dashboard:
         self._apps = Apps(settings.apps)
         self._clock = clock
         self._wall_clock = wall_clock
+        self._scheduler: Scheduler = scheduler if scheduler is not None else LoopScheduler()
         self._throttle = throttle or FailureThrottle()
         self._sessions = Sessions(SESSION_SECONDS, MAX_SESSIONS)
         self._cookie_secure = settings.server.dashboard_cookie_secure
@@ -139,7 +143,7 @@ class Dashboard:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await self._scheduler.sleep(self._interval)
             self.sample()
 
     def sample(self) -> None:
