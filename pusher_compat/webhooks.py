@@ -297,7 +297,8 @@ class Webhooks:
         if self._loop is None or not app.webhooks:
             return
         name = event["name"]
-        if name in _RETURNS and self._held.pop(_held_key(app, event, _RETURNS[name]), None):
+        if name in _RETURNS and self._held.pop(_held_key(app, event, _RETURNS[name]), None
+                                               ) is not None:
             return  # a quick return: neither the leave nor the return is reported
         if not any(endpoint.wants(event) for endpoint in app.webhooks):
             return

@@ -186,7 +186,7 @@ class Dashboard:
 
     # -- routes ------------------------------------------------------------------------
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[web.AbstractRouteDef]:
         """The dashboard's routes: pages, JSON API and static files."""
         return [
             web.get("/dashboard", self.page),
