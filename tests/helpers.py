@@ -17,8 +17,10 @@ from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from pusher_compat import websocket
-from pusher_compat.config import WEBHOOK_EVENTS, AppConfig
+from pusher_compat import signatures, websocket
+from pusher_compat.config import WEBHOOK_EVENTS, AppConfig, ServerConfig
+from pusher_compat.connection import Connection
+from pusher_compat.hub import Hub
 from pusher_compat.server import listen
 from pusher_compat.signatures import webhook_signature
 
@@ -89,6 +91,39 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class CountingClient:
+    """A connection of ``app`` on ``hub`` writing to a :class:`ListSink`, counting the
+    characters it sends and the bytes it receives: what statistics and metrics must add up."""
+
+    def __init__(self, hub: Hub, app: AppConfig, server: ServerConfig | None = None) -> None:
+        self.app = app
+        self.sink = ListSink()
+        self.conn = Connection(app, server or ServerConfig(), hub, self.sink, clock=FakeClock())
+        self.conn.open()
+        self.sent_chars = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message)
+        self.sent_chars += len(text)
+        self.conn.receive(text)
+
+    def subscribe(self, channel: str, channel_data: str | None = None) -> None:
+        """Subscribe, signed as the app's auth endpoint would with ``channel_data``."""
+        data: dict[str, Any] = {"channel": channel}
+        if channel_data is not None:
+            string = signatures.channel_string(self.conn.socket_id, channel, channel_data)
+            data["auth"] = signatures.sign_auth(self.app.key, self.app.secret, string)
+            data["channel_data"] = channel_data
+        self.send({"event": "pusher:subscribe", "data": data})
+
+    def ping(self) -> None:
+        self.send({"event": "pusher:ping", "data": {}})
+
+    @property
+    def received_bytes(self) -> int:
+        return sum(len(frame) for frame in self.sink.frames)
 
 
 class ManualScheduler:

@@ -20,13 +20,12 @@ import prometheus_client
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess, free_port
-from helpers import FakeClock, ListSink
+from helpers import CountingClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from pusher_compat import signatures
 from pusher_compat.apps import Apps
 from pusher_compat.config import AppConfig, ServerConfig, Settings
-from pusher_compat.connection import Connection
 from pusher_compat.http_api import HttpApi
 from pusher_compat.hub import Hub
 from pusher_compat.metrics import METRICS, ApiCallCounter, Metrics, counted, metrics_handler
@@ -35,36 +34,8 @@ from pusher_compat.webhooks import DeliveryTotals
 APP = AppConfig(id="1001", key="app-key", secret="app-secret")
 OTHER = AppConfig(id="2002", key="other-key", secret="other-secret")
 SETTINGS = Settings(server=ServerConfig(), apps=(APP, OTHER))
-SERVER = ServerConfig()
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-class Client:
-    """A connection on a list sink."""
-
-    def __init__(self, hub: Hub, app: AppConfig = APP) -> None:
-        self.sink = ListSink()
-        self.conn = Connection(app, SERVER, hub, self.sink, clock=FakeClock())
-        self.conn.open()
-        self.sent_chars = 0
-
-    def send(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message)
-        self.sent_chars += len(text)
-        self.conn.receive(text)
-
-    def subscribe(self, channel: str, channel_data: str | None = None) -> None:
-        data: dict[str, Any] = {"channel": channel}
-        if channel_data is not None:
-            string = signatures.channel_string(self.conn.socket_id, channel, channel_data)
-            data["auth"] = signatures.sign_auth(APP.key, APP.secret, string)
-            data["channel_data"] = channel_data
-        self.send({"event": "pusher:subscribe", "data": data})
-
-    @property
-    def received_bytes(self) -> int:
-        return sum(len(frame) for frame in self.sink.frames)
 
 
 def server_app(hub: Hub, webhooks: Any = None) -> web.Application:
@@ -150,7 +121,7 @@ class FakeWebhooks:
 async def test_metrics_match_scripted_traffic_per_app(aiohttp_client: Any) -> None:
     hub = Hub()
     client = await aiohttp_client(server_app(hub))
-    a, b, c, gone = Client(hub), Client(hub), Client(hub), Client(hub)
+    a, b, c, gone = (CountingClient(hub, APP) for _ in range(4))
     a.subscribe("my-channel")
     b.subscribe("my-channel")
     c.subscribe("presence-room", '{"user_id":"7","user_info":{"name":"Ann"}}')
@@ -239,7 +210,7 @@ async def test_dropped_webhook_deliveries_are_counted_by_reason(aiohttp_client: 
 
 def test_each_server_has_its_own_registry() -> None:
     busy, quiet = Hub(), Hub()
-    Client(busy)
+    CountingClient(busy, APP)
     busy_metrics, quiet_metrics = Metrics(busy, None, SETTINGS.apps), Metrics(quiet, None,
                                                                                 SETTINGS.apps)
 

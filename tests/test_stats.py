@@ -22,12 +22,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from helpers import FakeClock, ListSink
+from helpers import CountingClient, FakeClock
 
 from pusher_compat import signatures
 from pusher_compat.cli import add_stats_commands
 from pusher_compat.config import AppConfig, ServerConfig, Settings
-from pusher_compat.connection import Connection
 from pusher_compat.http_api import HttpApi
 from pusher_compat.hub import Hub
 from pusher_compat.stats import StatisticsLogger
@@ -43,43 +42,15 @@ START = 1_700_000_000.0
 # -- driving traffic -----------------------------------------------------------------------
 
 
-class Client:
-    """A connection on a list sink that remembers the characters it sent."""
-
-    def __init__(self, hub: Hub, app: AppConfig = APP) -> None:
-        self.sink = ListSink()
-        self.conn = Connection(app, SERVER, hub, self.sink, clock=FakeClock())
-        self.conn.open()
-        self.sent_chars = 0
-
-    def send(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message)
-        self.sent_chars += len(text)
-        self.conn.receive(text)
-
-    def subscribe(self, channel: str) -> None:
-        self.send({"event": "pusher:subscribe", "data": {"channel": channel}})
-
-    def ping(self) -> None:
-        self.send({"event": "pusher:ping", "data": {}})
-
-    @property
-    def received_bytes(self) -> int:
-        return sum(len(frame) for frame in self.sink.frames)
-
-
-SERVER = ServerConfig()
-
-
-def traffic(hub: Hub) -> list[Client]:
+def traffic(hub: Hub) -> list[CountingClient]:
     """Three connections of APP (one closes), two in ``my-channel``, one ping; one of OTHER."""
-    a, b, c = Client(hub), Client(hub), Client(hub)
+    a, b, c = CountingClient(hub, APP), CountingClient(hub, APP), CountingClient(hub, APP)
     a.subscribe("my-channel")
     b.subscribe("my-channel")
     c.subscribe("other-channel")
     a.ping()
     c.conn.closed()
-    d = Client(hub, OTHER)
+    d = CountingClient(hub, OTHER)
     return [a, b, c, d]
 
 
@@ -167,7 +138,7 @@ def test_second_snapshot_holds_only_new_traffic_and_a_restarted_peak(store: Sqli
 def test_snapshot_counts_webhook_deliveries_settled_in_the_interval(store: SqliteStore
                                                                     ) -> None:
     hub = Hub()
-    Client(hub)
+    CountingClient(hub, APP)
     deliveries = FakeWebhooks()
     clock = FakeClock(START)
     logger = StatisticsLogger(hub, deliveries, store, interval=60, clock=clock)  # type: ignore[arg-type]
@@ -236,7 +207,7 @@ def test_prune_deletes_rows_older_than_the_cutoff(store: SqliteStore) -> None:
 async def test_retention_prunes_old_rows_after_each_write(store: SqliteStore) -> None:
     store.write([snapshot("1001", START - 100, 60), snapshot("1001", START - 20, 60)])
     hub = Hub()
-    Client(hub)
+    CountingClient(hub, APP)
     clock = FakeClock(START)
     logger = StatisticsLogger(hub, None, store, interval=60, clock=clock, retention_seconds=50)
 
@@ -263,8 +234,8 @@ def test_schema_is_versioned_with_the_documented_columns(store: SqliteStore) -> 
 
 async def test_run_records_one_row_per_app_every_interval(store: SqliteStore) -> None:
     hub = Hub()
-    a = Client(hub)
-    Client(hub, OTHER)
+    a = CountingClient(hub, APP)
+    CountingClient(hub, OTHER)
     logger = StatisticsLogger(hub, None, store, interval=0.05)
     task = asyncio.create_task(logger.run())
     try:
@@ -286,7 +257,7 @@ async def test_run_records_one_row_per_app_every_interval(store: SqliteStore) ->
 
 async def test_stop_records_the_last_partial_interval(store: SqliteStore) -> None:
     hub = Hub()
-    a = Client(hub)
+    a = CountingClient(hub, APP)
     clock = FakeClock(START)
     logger = StatisticsLogger(hub, None, store, interval=60, clock=clock)
     clock.advance(12.5)
@@ -414,7 +385,7 @@ async def test_statistics_endpoint_without_a_store_says_it_does_not_record(
     aiohttp_client: Any
 ) -> None:
     hub = Hub()
-    Client(hub)
+    CountingClient(hub, APP)
     client = await aiohttp_client(api_app(hub, None))
 
     assert await get_statistics(client) == (200, {
@@ -436,7 +407,7 @@ async def test_stats_command_prints_connections_channels_and_intervals(
     store: SqliteStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hub = Hub()
-    a, b, c = Client(hub), Client(hub), Client(hub)
+    a, b, c = CountingClient(hub, APP), CountingClient(hub, APP), CountingClient(hub, APP)
     a.subscribe("my-channel")
     b.subscribe("my-channel")
     c.subscribe("cache-prices")
