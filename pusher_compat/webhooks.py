@@ -17,8 +17,12 @@ the batch closes, and only those bytes are kept (each attempt wraps them with it
 oldest. A settled delivery enters the log with each event's ``data`` cut to
 :data:`LOG_DATA_CHARS`, and each app's log keeps ``webhook_log_max_bytes``, shedding its oldest
 delivered entries first, then its oldest failures. Drops are counted per app and reason
-(:meth:`Webhooks.dropped`, for ``/metrics``) and logged at most every
-:data:`_DROP_LOG_SECONDS`.
+(:meth:`Webhooks.dropped`) and logged at most every :data:`_DROP_LOG_SECONDS`; settled
+deliveries are counted as they settle. :meth:`Webhooks.totals` gives both to ``/metrics`` and
+the statistics, whatever the log has shed.
+
+Timers (the batch window, the leave delay, retry backoff) run on an injected
+:class:`~pusher_compat.scheduling.Scheduler`, so tests move time on instead of waiting.
 
 Pending deliveries are kept in a :mod:`~pusher_compat.webhook_store` until acknowledged or
 expired, and resumed from it on start (or taken over from a dead node): each carries its id in
