@@ -1,12 +1,12 @@
 """Prometheus metrics at ``GET /metrics`` (unsigned, as Prometheus scrapes), labelled by app.
 
 Pull, not push: :class:`HubCollector` reads the hub's running :class:`~pusher_compat.hub.Counters`,
-its channels and the webhook delivery log when Prometheus scrapes; nothing is called per
-event. The one thing the hub does not count is HTTP API calls by status:
-:func:`counted` wraps an API endpoint and adds each answer to the application's
-:class:`ApiCallCounter`. Each aiohttp application has its own :class:`Metrics`, with a private
-``CollectorRegistry`` (not the process-global one), so that several servers in one process
-(tests) do not mix their numbers.
+its channels and :meth:`Webhooks.totals <pusher_compat.webhooks.Webhooks.totals>` when
+Prometheus scrapes; nothing is called per event. The one thing the hub does not count is
+HTTP API calls by status: :func:`counted` wraps an API endpoint and adds each answer to the
+application's :class:`ApiCallCounter`. Each aiohttp application has its own
+:class:`Metrics`, with a private ``CollectorRegistry`` (not the process-global one), so that
+several servers in one process (tests) do not mix their numbers.
 
 Families (every sample has an ``app`` label; counters are exposed with ``_total``):
 
@@ -45,20 +45,21 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .apps import Apps
 from .http_errors import HttpError, json_errors
 from .http_guard import PendingHeads, Refusal
 from .hub import Counters, Hub
-from .stats import DeliveryLog, WebhookTally
 
 if TYPE_CHECKING:
     from .config import AppConfig
+    from .webhooks import Webhooks
 
 __all__ = [
     "METRICS",
@@ -66,7 +67,6 @@ __all__ = [
     "HubCollector",
     "Metrics",
     "PendingHeadsCollector",
-    "WebhookLog",
     "counted",
     "metrics_handler",
     "metrics_listener",
@@ -77,12 +77,6 @@ log = logging.getLogger("pusher_compat")
 _PREFIX = "pusher_compat_"
 
 
-class WebhookLog(DeliveryLog, Protocol):
-    """What the metrics read of the webhook dispatcher: its log and its drop counts."""
-
-    def dropped(self, app_id: str) -> dict[str, int]: ...
-
-
 class ApiCallCounter:
     """HTTP API answers per (app id, status), for the apps configured.
 
@@ -90,15 +84,13 @@ class ApiCallCounter:
     any string could be a label value otherwise.
     """
 
-    def __init__(self, apps: Iterable[AppConfig]) -> None:
-        apps = tuple(apps)
-        self._ids = {app.id for app in apps}
-        self._by_key = {app.key: app.id for app in apps}
+    def __init__(self, apps: Apps) -> None:
+        self._apps = apps
         self._counts: dict[str, dict[int, int]] = defaultdict(dict)
 
     def record(self, app_id: str, status: int) -> None:
         """Count one answer with ``status`` to a request of app ``app_id``."""
-        if app_id in self._ids:
+        if app_id in self._apps:
             counts = self._counts[app_id]
             counts[status] = counts.get(status, 0) + 1
 
@@ -107,7 +99,8 @@ class ApiCallCounter:
         ``auth_key`` of the query for the path without it."""
         app_id = request.match_info.get("app_id")
         if app_id is None:
-            app_id = self._by_key.get(request.query.get("auth_key", ""), "")
+            app = self._apps.by_key(request.query.get("auth_key", ""))
+            app_id = app.id if app is not None else ""
         self.record(app_id, status)
 
     def counts(self, app_id: str) -> dict[int, int]:
@@ -116,19 +109,18 @@ class ApiCallCounter:
 
 
 class HubCollector(Collector):
-    """Builds every metric family from the hub, the delivery log and the API call counter at
+    """Builds every metric family from the hub, the webhook totals and the API call counter at
     scrape time."""
 
     def __init__(
         self,
         hub: Hub,
-        webhooks: WebhookLog | None,
+        webhooks: Webhooks | None,
         api_calls: ApiCallCounter,
         app_ids: Iterable[str],
     ) -> None:
         self._hub = hub
         self._webhooks = webhooks
-        self._tally = WebhookTally(webhooks)
         self._api_calls = api_calls
         self._app_ids = tuple(app_ids)
 
@@ -200,15 +192,14 @@ class HubCollector(Collector):
             api_messages.add_metric([app_id], counters.api_messages)
             for status, count in sorted(self._api_calls.counts(app_id).items()):
                 api_requests.add_metric([app_id, str(status)], count)
-            totals = self._tally.totals(app_id)
-            for result in ("delivered", "failed"):
-                deliveries.add_metric([app_id, result], totals[result])
-            pending.add_metric([app_id], totals["pending"])
+            totals = self._webhooks.totals(app_id) if self._webhooks is not None else None
+            deliveries.add_metric([app_id, "delivered"], totals.delivered if totals else 0)
+            deliveries.add_metric([app_id, "failed"], totals.failed if totals else 0)
+            pending.add_metric([app_id], totals.pending if totals else 0)
             for (dropped_app, reason), count in sorted(cluster_drops.items()):
                 if dropped_app == app_id:
                     dropped.add_metric([app_id, reason], count)
-            drops = self._webhooks.dropped(app_id) if self._webhooks is not None else {}
-            for reason, count in sorted(drops.items()):
+            for reason, count in sorted(totals.dropped.items() if totals else ()):
                 webhooks_dropped.add_metric([app_id, reason], count)
         ready = GaugeMetricFamily(
             _PREFIX + "cluster_ready",
@@ -249,14 +240,14 @@ class Metrics:
     :class:`ApiCallCounter` the API endpoints feed."""
 
     def __init__(
-        self, hub: Hub, webhooks: WebhookLog | None, apps: Iterable[AppConfig],
+        self, hub: Hub, webhooks: Webhooks | None, apps: Iterable[AppConfig],
         heads: PendingHeads | None = None,
     ) -> None:
-        apps = tuple(apps)
+        apps = Apps(apps)
         self.api_calls = ApiCallCounter(apps)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
-            HubCollector(hub, webhooks, self.api_calls, (app.id for app in apps))
+            HubCollector(hub, webhooks, self.api_calls, apps.ids)
         )
         if heads is not None:
             self.registry.register(PendingHeadsCollector(heads))

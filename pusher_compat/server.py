@@ -31,7 +31,8 @@ from .http_errors import JsonErrorRunner, json_errors
 from .hub import Hub, HubListener
 from .metrics import METRICS, Metrics, metrics_handler, metrics_listener
 from .socket_transport import CLOSING, GatewaySite
-from .stats import SqliteStore, StatisticsApi, StatisticsLogger
+from .stats import StatisticsLogger
+from .stats_store import SqliteStore
 from .webhook_store import create_store
 from .webhooks import Webhooks
 from .wire import Code
@@ -84,8 +85,7 @@ def create_app(settings: Settings, *, clock: Clock = time.monotonic,
         web.get("/up", _up),
         web.get("/ready", gateway.ready),
         *([] if server.metrics_port else [web.get("/metrics", metrics_handler)]),
-        *HttpApi(settings, hub, webhooks=webhooks,
-                 statistics=StatisticsApi(store, hub)).routes(),
+        *HttpApi(settings, hub, webhooks=webhooks, store=store).routes(),
     ])
     if settings.auth is not None:
         app.add_routes(BroadcastingAuth(settings.apps, settings.auth).routes())

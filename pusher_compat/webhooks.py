@@ -17,8 +17,12 @@ the batch closes, and only those bytes are kept (each attempt wraps them with it
 oldest. A settled delivery enters the log with each event's ``data`` cut to
 :data:`LOG_DATA_CHARS`, and each app's log keeps ``webhook_log_max_bytes``, shedding its oldest
 delivered entries first, then its oldest failures. Drops are counted per app and reason
-(:meth:`Webhooks.dropped`, for ``/metrics``) and logged at most every
-:data:`_DROP_LOG_SECONDS`.
+(:meth:`Webhooks.dropped`) and logged at most every :data:`_DROP_LOG_SECONDS`; settled
+deliveries are counted as they settle. :meth:`Webhooks.totals` gives both to ``/metrics`` and
+the statistics, whatever the log has shed.
+
+Timers (the batch window, the leave delay, retry backoff) run on an injected
+:class:`~pusher_compat.scheduling.Scheduler`, so tests move time on instead of waiting.
 
 Pending deliveries are kept in a :mod:`~pusher_compat.webhook_store` until acknowledged or
 expired, and resumed from it on start (or taken over from a dead node): each carries its id in
@@ -41,13 +45,15 @@ from typing import Any
 
 import aiohttp
 
+from .apps import Apps
 from .config import AppConfig, ServerConfig, WebhookEndpoint
 from .limits import ByteBudget
+from .scheduling import Cancellable, LoopScheduler, Scheduler
 from .signatures import webhook_signature
 from .webhook_store import MemoryWebhookStore, Stored, WebhookStore
 from .wire import dumps, loads
 
-__all__ = ["LOG_DATA_CHARS", "Drop", "NotReplayable", "Webhooks"]
+__all__ = ["LOG_DATA_CHARS", "DeliveryTotals", "Drop", "NotReplayable", "Webhooks"]
 
 log = logging.getLogger("pusher_compat.webhooks")
 
@@ -142,7 +148,21 @@ class _Batch:
     # Insertion-ordered; a ``subscription_count`` is keyed by its channel so that a newer
     # count replaces the older one (and moves to the end, where it happened).
     events: dict[object, Event] = field(default_factory=dict)
-    timer: asyncio.TimerHandle | None = None
+    timer: Cancellable | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTotals:
+    """One app's deliveries as ``/metrics`` and the statistics read them."""
+
+    delivered: int
+    """Deliveries acknowledged so far (running total)."""
+    failed: int
+    """Deliveries given up so far: retries exhausted, dropped, or cancelled at shutdown."""
+    pending: int
+    """Deliveries not settled yet, now."""
+    dropped: dict[str, int]
+    """Deliveries dropped so far, by reason (a :class:`Drop` value)."""
 
 
 class NotReplayable(Exception):
@@ -196,23 +216,28 @@ class Webhooks:
         retry_base_seconds: float = 1.0,
         store: WebhookStore | None = None,
         apps: tuple[AppConfig, ...] = (),
+        scheduler: Scheduler | None = None,
     ) -> None:
         """``clock`` gives wall-clock seconds for ``time_ms`` and the log's timestamps;
         ``retry_base_seconds`` is the first backoff delay (doubled per attempt, capped at
         60 s); ``store`` keeps pending deliveries (default: memory only); ``apps`` are those
-        whose stored deliveries may be resumed."""
+        whose stored deliveries may be resumed; ``scheduler`` times the batch window, the
+        leave delay and the retries (default: the event loop's)."""
         self._server = server
         self._store: WebhookStore = store if store is not None else MemoryWebhookStore()
-        self._apps = {app.id: app for app in apps}
+        self._apps = Apps(apps)
         self._clock = clock
+        self._scheduler: Scheduler = scheduler if scheduler is not None else LoopScheduler()
         self._retry_base = retry_base_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop delivery tasks run on, from :meth:`start` until :meth:`close`: events are
+        accepted only while it is set."""
         self._session: aiohttp.ClientSession | None = None
         self._batches: dict[str, _Batch] = {}
         # Held leaves by (name, app id, channel[, user id]); insertion order is due order,
         # since every leave waits the same delay, so one timer serves them all.
         self._held: dict[tuple[str, ...], tuple[float, AppConfig, Event]] = {}
-        self._held_timer: asyncio.TimerHandle | None = None
+        self._held_timer: Cancellable | None = None
         self._pending: dict[str, _Delivery] = {}
         self._pending_bytes = ByteBudget(server.webhook_max_pending_bytes)
         # The pending deliveries made only of client events, oldest first: dropped first.
@@ -220,6 +245,9 @@ class Webhooks:
         self._logs: dict[str, _AppLog] = {}
         self._dropped: dict[str, dict[Drop, int]] = {}
         """Deliveries dropped so far, by app id and reason."""
+        self._settled: dict[str, dict[str, int]] = {}
+        """Deliveries settled so far, by app id and status: counted as they settle, not read
+        back from the bounded log, so none is missed however fast the log turns over."""
         self._drops_unreported = 0
         self._drops_reported_at = float("-inf")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -273,7 +301,8 @@ class Webhooks:
         if self._loop is None or not app.webhooks:
             return
         name = event["name"]
-        if name in _RETURNS and self._held.pop(_held_key(app, event, _RETURNS[name]), None):
+        if name in _RETURNS and self._held.pop(_held_key(app, event, _RETURNS[name]), None
+                                               ) is not None:
             return  # a quick return: neither the leave nor the return is reported
         if not any(endpoint.wants(event) for endpoint in app.webhooks):
             return
@@ -283,33 +312,30 @@ class Webhooks:
             self._add(app, event)
 
     def _hold(self, app: AppConfig, event: Event) -> None:
-        assert self._loop is not None
         key = _held_key(app, event, event["name"])
-        due = self._loop.time() + self._server.webhook_leave_delay_seconds
+        due = self._scheduler.time() + self._server.webhook_leave_delay_seconds
         self._held.pop(key, None)  # keep insertion order == due order
         self._held[key] = (due, app, event)
         if self._held_timer is None:
-            self._held_timer = self._loop.call_at(due, self._release)
+            self._held_timer = self._scheduler.call_at(due, self._release)
 
     def _release(self) -> None:
         """Move every held event whose delay is over into its app's batch."""
-        assert self._loop is not None
         self._held_timer = None
-        now = self._loop.time()
+        now = self._scheduler.time()
         while self._held:
             key, (due, app, event) = next(iter(self._held.items()))
             if due > now:
-                self._held_timer = self._loop.call_at(due, self._release)
+                self._held_timer = self._scheduler.call_at(due, self._release)
                 return
             del self._held[key]
             self._add(app, event)
 
     def _add(self, app: AppConfig, event: Event) -> None:
-        assert self._loop is not None
         batch = self._batches.get(app.id)
         if batch is None:
             batch = self._batches[app.id] = _Batch(app)
-            batch.timer = self._loop.call_later(
+            batch.timer = self._scheduler.call_later(
                 self._server.webhook_batch_seconds, self._flush, app.id
             )
         batch.app = app
@@ -365,13 +391,12 @@ class Webhooks:
     def _resume(self, stored: list[Stored]) -> None:
         """Send again deliveries from the store (a previous run's, or a dead node's), under
         their own ids, until their original deadline."""
-        loop = self._loop
-        if loop is None:
+        if self._loop is None:
             return
         for entry in stored:
             if entry.id in self._pending:
                 continue  # this process is sending it already
-            app = self._apps.get(entry.app_id)
+            app = self._apps.by_id(entry.app_id)
             hooks = app.webhooks if app is not None else ()
             endpoint = next((e for e in hooks if e.url == entry.url), None)
             left_ms = entry.expires_ms - self._now_ms()
@@ -385,7 +410,8 @@ class Webhooks:
                                  client_only, entry.created_ms)
             self._register(delivery)
             if delivery.status == "pending":
-                self._spawn(delivery, self._send(delivery, loop.time() + left_ms / 1000))
+                deadline = self._scheduler.time() + left_ms / 1000
+                self._spawn(delivery, self._send(delivery, deadline))
 
     def _shed_pending(self) -> None:
         """Fail pending deliveries while over ``webhook_max_pending`` or its byte budget:
@@ -433,6 +459,8 @@ class Webhooks:
         delivery.status = status
         if error is not None:
             delivery.last_error = error
+        settled = self._settled.setdefault(delivery.app.id, {"delivered": 0, "failed": 0})
+        settled[status] += 1
         del self._pending[delivery.id]
         if error != _SHUTDOWN:  # acknowledged, expired or dropped; else left for the next run
             self._store.remove(delivery.id)
@@ -449,21 +477,20 @@ class Webhooks:
         """First attempt, then retries until delivered or the retry window (or ``deadline``,
         loop time) is over."""
         if deadline is None:
-            deadline = asyncio.get_running_loop().time() + self._server.webhook_retry_seconds
+            deadline = self._scheduler.time() + self._server.webhook_retry_seconds
         if await self._attempt(delivery):
             self._settle(delivery, "delivered")
         else:
             await self._retry(delivery, deadline)
 
     async def _retry(self, delivery: _Delivery, deadline: float) -> None:
-        """Back off and try again; no attempt starts after ``deadline`` (loop time)."""
-        loop = asyncio.get_running_loop()
+        """Back off and try again; no attempt starts after ``deadline`` (scheduler time)."""
         while True:
             delay = self._backoff(delivery.attempts)
-            if loop.time() + delay > deadline:
+            if self._scheduler.time() + delay > deadline:
                 self._settle(delivery, "failed")
                 return
-            await asyncio.sleep(delay)
+            await self._scheduler.sleep(delay)
             if await self._attempt(delivery):
                 self._settle(delivery, "delivered")
                 return
@@ -526,6 +553,13 @@ class Webhooks:
         """Deliveries of the app dropped so far, by reason (a :class:`Drop` value)."""
         return {reason.value: count for reason, count in self._dropped.get(app_id, {}).items()}
 
+    def totals(self, app_id: str) -> DeliveryTotals:
+        """The app's settled deliveries so far, those pending now and the drops."""
+        settled = self._settled.get(app_id, {})
+        pending = sum(1 for d in self._pending.values() if d.app.id == app_id)
+        return DeliveryTotals(settled.get("delivered", 0), settled.get("failed", 0), pending,
+                              self.dropped(app_id))
+
     async def replay(self, app_id: str, delivery_id: str) -> dict[str, Any]:
         """Send a logged delivery's events again, now, as a new delivery signed afresh.
 
@@ -545,7 +579,7 @@ class Webhooks:
                                       original.client_events_only)
         if delivery.status != "pending":  # dropped at once: over the pending limits
             return delivery.entry()
-        deadline = asyncio.get_running_loop().time() + self._server.webhook_retry_seconds
+        deadline = self._scheduler.time() + self._server.webhook_retry_seconds
         if await self._attempt(delivery):
             self._settle(delivery, "delivered")
         elif delivery.status == "pending":  # not dropped meanwhile by the pending limit

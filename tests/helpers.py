@@ -5,6 +5,8 @@ a test server that serves exactly as ``pusher-compat serve`` does; and a webhook
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import struct
 from collections.abc import Callable
@@ -15,8 +17,10 @@ from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from pusher_compat import websocket
-from pusher_compat.config import WEBHOOK_EVENTS, AppConfig
+from pusher_compat import signatures, websocket
+from pusher_compat.config import WEBHOOK_EVENTS, AppConfig, ServerConfig
+from pusher_compat.connection import Connection
+from pusher_compat.hub import Hub
 from pusher_compat.server import listen
 from pusher_compat.signatures import webhook_signature
 
@@ -88,6 +92,106 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class CountingClient:
+    """A connection of ``app`` on ``hub`` writing to a :class:`ListSink`, counting the
+    characters it sends and the bytes it receives: what statistics and metrics must add up."""
+
+    def __init__(self, hub: Hub, app: AppConfig, server: ServerConfig | None = None) -> None:
+        self.app = app
+        self.sink = ListSink()
+        self.conn = Connection(app, server or ServerConfig(), hub, self.sink, clock=FakeClock())
+        self.conn.open()
+        self.sent_chars = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message)
+        self.sent_chars += len(text)
+        self.conn.receive(text)
+
+    def subscribe(self, channel: str, channel_data: str | None = None) -> None:
+        """Subscribe, signed as the app's auth endpoint would with ``channel_data``."""
+        data: dict[str, Any] = {"channel": channel}
+        if channel_data is not None:
+            string = signatures.channel_string(self.conn.socket_id, channel, channel_data)
+            data["auth"] = signatures.sign_auth(self.app.key, self.app.secret, string)
+            data["channel_data"] = channel_data
+        self.send({"event": "pusher:subscribe", "data": data})
+
+    def ping(self) -> None:
+        self.send({"event": "pusher:ping", "data": {}})
+
+    @property
+    def received_bytes(self) -> int:
+        return sum(len(frame) for frame in self.sink.frames)
+
+
+class ManualScheduler:
+    """A :class:`~pusher_compat.scheduling.Scheduler` whose time moves only in
+    :meth:`advance`: the timers due by then run in time order (those they set too), and the
+    sleeps due by then return, without the test waiting for any of it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self._timers: list[tuple[float, int, _ManualTimer]] = []
+        """Scheduled callbacks as a heap by (due time, order of scheduling)."""
+        self._order = itertools.count()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any
+                ) -> _ManualTimer:
+        timer = _ManualTimer(callback, args)
+        heapq.heappush(self._timers, (when, next(self._order), timer))
+        return timer
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any
+                   ) -> _ManualTimer:
+        return self.call_at(self.now + delay, callback, *args)
+
+    async def sleep(self, delay: float) -> None:
+        woken = asyncio.get_running_loop().create_future()
+        self.call_later(delay, lambda: woken.done() or woken.set_result(None))
+        await woken
+
+    @property
+    def pending(self) -> int:
+        """Timers and sleeps scheduled and not cancelled."""
+        return sum(1 for _, _, timer in self._timers if not timer.cancelled)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time ``seconds`` on, running every timer due by then; then let the tasks
+        those timers woke take their next step. Tasks ready to run take theirs first, so a
+        task just started has reached its sleep before time moves."""
+        await _steps()
+        end = self.now + seconds
+        while self._timers and self._timers[0][0] <= end:
+            when, _, timer = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            if not timer.cancelled:
+                timer.callback(*timer.args)
+        self.now = end
+        await _steps()
+
+
+async def _steps(count: int = 3) -> None:
+    """Let ready tasks run ``count`` loop steps (a woken sleep resumes a step later)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+@dataclass
+class _ManualTimer:
+    """One callback of a :class:`ManualScheduler`."""
+
+    callback: Callable[..., object]
+    args: tuple[Any, ...]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 @dataclass

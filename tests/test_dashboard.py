@@ -21,13 +21,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from helpers import FakeClock, WsClient
+from helpers import FakeClock, ManualScheduler, WsClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from pusher_compat import signatures
 from pusher_compat.config import AppConfig, ConfigError, ServerConfig, Settings, load_settings
 from pusher_compat.dashboard import COOKIE, MAX_SESSIONS, SESSION_SECONDS, Dashboard
 from pusher_compat.dashboard.sessions import Sessions
+from pusher_compat.http_errors import json_errors
 from pusher_compat.hub import Hub
 from pusher_compat.limits import FailureThrottle
 from pusher_compat.server import create_app, listen
@@ -197,7 +198,22 @@ async def test_api_requires_the_session_cookie(server: Server) -> None:
             assert response.status == 200
 
 
-async def test_event_log_is_bounded_and_polled_by_sequence() -> None:
+async def test_samples_are_taken_at_start_and_every_interval() -> None:
+    app = AppConfig(id=APP_ID, key=KEY, secret=SECRET)
+    timers = ManualScheduler()
+    dashboard = Dashboard(Settings(apps=(app,)), Hub(), PASSWORD, sample_interval=1.0,
+                          wall_clock=lambda: WALL_TIME, scheduler=timers)
+    await dashboard.start()
+    await timers.advance(0.5)
+    assert len(dashboard._samples[APP_ID]) == 1
+    await timers.advance(0.5)
+    await timers.advance(1.0)
+    await dashboard.close()
+    assert list(dashboard._samples[APP_ID]) == [
+        {"time": WALL_TIME, "connections": 0, "messages": 0}] * 3
+
+
+def test_event_log_is_bounded_and_polled_by_sequence() -> None:
     app = AppConfig(id=APP_ID, key=KEY, secret=SECRET)
     dashboard = Dashboard(Settings(apps=(app,)), Hub(), PASSWORD)
     for i in range(600):
@@ -206,10 +222,12 @@ async def test_event_log_is_bounded_and_polled_by_sequence() -> None:
     assert len(events) == 500
     assert events[-1]["event"] == "599"
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
-    await asyncio.sleep(0)
 
 
 # -- login throttling, sessions, query values ------------------------------------------------
+
+WALL_TIME = 1_700_000_000.0
+"""The unix time of the dashboards ``make_dashboard`` makes: what their event log stamps."""
 
 LOGIN_PAGE_STATUS = {"right": 303, "wrong": 401, "locked": 429}
 
@@ -217,9 +235,10 @@ LOGIN_PAGE_STATUS = {"right": 303, "wrong": 401, "locked": 429}
 class DashboardClient:
     """A dashboard on a real aiohttp test server, with its clock in the test's hand."""
 
-    def __init__(self, client: TestClient, clock: FakeClock) -> None:
+    def __init__(self, client: TestClient, clock: FakeClock, hub: Hub) -> None:
         self.client = client
         self.clock = clock
+        self.hub = hub
 
     async def login(self, password: str, local_address: str = "127.0.0.1"
                     ) -> aiohttp.ClientResponse:
@@ -238,6 +257,12 @@ class DashboardClient:
         await response.read()
         return response
 
+    async def trigger(self, session: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """POST the test-event form's JSON; the status and the JSON answer."""
+        response = await self.client.post(f"/dashboard/api/{APP_ID}/trigger", json=body,
+                                          cookies={COOKIE: session})
+        return response.status, await response.json()
+
 
 @pytest.fixture
 def make_dashboard(aiohttp_client: Any) -> Any:
@@ -246,16 +271,56 @@ def make_dashboard(aiohttp_client: Any) -> Any:
         clock = FakeClock()
         settings = Settings(server=server or ServerConfig(),
                             apps=(AppConfig(id=APP_ID, key=KEY, secret=SECRET),))
-        dashboard = Dashboard(settings, Hub(), PASSWORD, clock=clock, throttle=throttle)
-        app = web.Application()
+        dashboard = Dashboard(settings, None, PASSWORD, clock=clock, throttle=throttle,
+                              wall_clock=lambda: WALL_TIME)
+        hub = dashboard.hub = Hub(listeners=[dashboard])
+        app = web.Application(middlewares=[json_errors])  # as server.py builds it
         app.add_routes(dashboard.routes())
-        return DashboardClient(await aiohttp_client(app), clock)
+        return DashboardClient(await aiohttp_client(app), clock, hub)
 
     return make
 
 
 def session_of(response: aiohttp.ClientResponse) -> str:
     return response.cookies[COOKIE].value
+
+
+async def test_trigger_refuses_reserved_pusher_internal_event_names_as_the_api_does(
+    make_dashboard: Any
+) -> None:
+    dashboard = await make_dashboard()
+    session = session_of(await dashboard.login(PASSWORD))
+    answer = await dashboard.trigger(session, {"channel": "news",
+                                               "event": "pusher_internal:member_added"})
+    assert answer == (400, {"error": "Event names starting with pusher_internal: are reserved",
+                            "code": 400})
+    assert dashboard.hub.counters(APP_ID).api_messages == 0
+
+
+async def test_trigger_refuses_data_over_the_form_cap_with_the_apis_413(
+    make_dashboard: Any
+) -> None:
+    dashboard = await make_dashboard()
+    session = session_of(await dashboard.login(PASSWORD))
+    answer = await dashboard.trigger(session, {"channel": "news", "event": "hello",
+                                               "data": "x" * 10241})
+    assert answer == (413, {"error": "The data content of this event exceeds the allowed "
+                                     "maximum (10240 bytes): it is 10241 bytes", "code": 413})
+
+
+async def test_trigger_publishes_and_logs_the_event_with_its_source(make_dashboard: Any
+                                                                    ) -> None:
+    dashboard = await make_dashboard()
+    session = session_of(await dashboard.login(PASSWORD))
+    answer = await dashboard.trigger(session, {"channel": "news", "event": "hello",
+                                               "data": {"a": 1}})
+    events = await dashboard.get(f"/dashboard/api/{APP_ID}/events", session)
+    assert answer == (200, {"ok": True})
+    assert dashboard.hub.counters(APP_ID).api_messages == 1
+    assert (await events.json())["events"] == [
+        {"seq": 1, "time": WALL_TIME, "name": "api_message", "channel": "news",
+         "event": "hello", "data": '{"a":1}', "source": "dashboard"},
+    ]
 
 
 async def test_concurrent_wrong_passwords_are_evaluated_only_until_the_address_is_locked(

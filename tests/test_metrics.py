@@ -20,49 +20,22 @@ import prometheus_client
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess, free_port
-from helpers import FakeClock, ListSink
+from helpers import CountingClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from pusher_compat import signatures
+from pusher_compat.apps import Apps
 from pusher_compat.config import AppConfig, ServerConfig, Settings
-from pusher_compat.connection import Connection
 from pusher_compat.http_api import HttpApi
 from pusher_compat.hub import Hub
 from pusher_compat.metrics import METRICS, ApiCallCounter, Metrics, counted, metrics_handler
+from pusher_compat.webhooks import DeliveryTotals
 
 APP = AppConfig(id="1001", key="app-key", secret="app-secret")
 OTHER = AppConfig(id="2002", key="other-key", secret="other-secret")
 SETTINGS = Settings(server=ServerConfig(), apps=(APP, OTHER))
-SERVER = ServerConfig()
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-class Client:
-    """A connection on a list sink."""
-
-    def __init__(self, hub: Hub, app: AppConfig = APP) -> None:
-        self.sink = ListSink()
-        self.conn = Connection(app, SERVER, hub, self.sink, clock=FakeClock())
-        self.conn.open()
-        self.sent_chars = 0
-
-    def send(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message)
-        self.sent_chars += len(text)
-        self.conn.receive(text)
-
-    def subscribe(self, channel: str, channel_data: str | None = None) -> None:
-        data: dict[str, Any] = {"channel": channel}
-        if channel_data is not None:
-            string = signatures.channel_string(self.conn.socket_id, channel, channel_data)
-            data["auth"] = signatures.sign_auth(APP.key, APP.secret, string)
-            data["channel_data"] = channel_data
-        self.send({"event": "pusher:subscribe", "data": data})
-
-    @property
-    def received_bytes(self) -> int:
-        return sum(len(frame) for frame in self.sink.frames)
 
 
 def server_app(hub: Hub, webhooks: Any = None) -> web.Application:
@@ -131,18 +104,15 @@ def idle(app_id: str) -> Samples:
     }
 
 
-class FakeDeliveryLog:
-    """A webhook delivery log whose entries the test sets."""
+class FakeWebhooks:
+    """Webhook delivery totals the test sets (``Webhooks.totals``, whose counting
+    test_webhooks.py checks)."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, list[dict[str, Any]]] = {}
-        self.drops: dict[str, dict[str, int]] = {}
+        self.counts: dict[str, DeliveryTotals] = {}
 
-    def deliveries(self, app_id: str, status: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.entries.get(app_id, []) if status in (None, e["status"])]
-
-    def dropped(self, app_id: str) -> dict[str, int]:
-        return self.drops.get(app_id, {})
+    def totals(self, app_id: str) -> DeliveryTotals:
+        return self.counts.get(app_id, DeliveryTotals(0, 0, 0, {}))
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -151,7 +121,7 @@ class FakeDeliveryLog:
 async def test_metrics_match_scripted_traffic_per_app(aiohttp_client: Any) -> None:
     hub = Hub()
     client = await aiohttp_client(server_app(hub))
-    a, b, c, gone = Client(hub), Client(hub), Client(hub), Client(hub)
+    a, b, c, gone = (CountingClient(hub, APP) for _ in range(4))
     a.subscribe("my-channel")
     b.subscribe("my-channel")
     c.subscribe("presence-room", '{"user_id":"7","user_info":{"name":"Ann"}}')
@@ -206,16 +176,12 @@ async def test_http_api_requests_are_counted_by_status(aiohttp_client: Any) -> N
     }
 
 
-async def test_webhook_results_are_counted_once_per_delivery(aiohttp_client: Any) -> None:
-    deliveries = FakeDeliveryLog()
+async def test_webhook_results_are_the_dispatchers_totals(aiohttp_client: Any) -> None:
+    deliveries = FakeWebhooks()
     client = await aiohttp_client(server_app(Hub(), deliveries))
-    deliveries.entries["2002"] = [{"id": "d1", "status": "delivered"},
-                                  {"id": "d2", "status": "pending"}]
+    deliveries.counts["2002"] = DeliveryTotals(delivered=1, failed=0, pending=1, dropped={})
     await scrape(client)
-    deliveries.entries["2002"] = [{"id": "d1", "status": "delivered"},
-                                  {"id": "d2", "status": "failed"},
-                                  {"id": "d3", "status": "pending"},
-                                  {"id": "d4", "status": "pending"}]
+    deliveries.counts["2002"] = DeliveryTotals(delivered=1, failed=1, pending=2, dropped={})
 
     samples = await scrape(client)
 
@@ -230,9 +196,9 @@ async def test_webhook_results_are_counted_once_per_delivery(aiohttp_client: Any
 
 
 async def test_dropped_webhook_deliveries_are_counted_by_reason(aiohttp_client: Any) -> None:
-    deliveries = FakeDeliveryLog()
+    deliveries = FakeWebhooks()
     client = await aiohttp_client(server_app(Hub(), deliveries))
-    deliveries.drops["2002"] = {"pending_bytes": 3, "log_bytes": 1}
+    deliveries.counts["2002"] = DeliveryTotals(0, 0, 0, {"pending_bytes": 3, "log_bytes": 1})
 
     samples = await scrape(client)
 
@@ -244,7 +210,7 @@ async def test_dropped_webhook_deliveries_are_counted_by_reason(aiohttp_client: 
 
 def test_each_server_has_its_own_registry() -> None:
     busy, quiet = Hub(), Hub()
-    Client(busy)
+    CountingClient(busy, APP)
     busy_metrics, quiet_metrics = Metrics(busy, None, SETTINGS.apps), Metrics(quiet, None,
                                                                                 SETTINGS.apps)
 
@@ -278,7 +244,7 @@ async def test_counted_records_raised_http_errors_and_crashes(aiohttp_client: An
 
 
 def test_api_call_counter_ignores_unknown_apps() -> None:
-    counter = ApiCallCounter(SETTINGS.apps)
+    counter = ApiCallCounter(Apps(SETTINGS.apps))
     counter.record("1001", 200)
     counter.record("1001", 200)
     counter.record("evil\nlabel", 404)

@@ -1,5 +1,6 @@
-"""Statistics (pusher_compat.stats): snapshots of scripted traffic, the SQLite store, the signed
-``GET /apps/{id}/statistics`` endpoint and the ``pusher-compat stats`` commands.
+"""Statistics: snapshots of scripted traffic (pusher_compat.stats), the SQLite store
+(pusher_compat.stats_store), the HTTP API's signed ``GET /apps/{id}/statistics`` endpoint and
+the CLI's ``pusher-compat stats`` commands.
 
 WebSocket traffic comes from real ``Connection`` objects on list sinks sharing one ``Hub``;
 HTTP API traffic goes through a real ``HttpApi`` in an in-process aiohttp server. Expected
@@ -21,21 +22,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from helpers import FakeClock, ListSink
+from helpers import CountingClient, FakeClock
 
 from pusher_compat import signatures
+from pusher_compat.cli import add_stats_commands
 from pusher_compat.config import AppConfig, ServerConfig, Settings
-from pusher_compat.connection import Connection
 from pusher_compat.http_api import HttpApi
 from pusher_compat.hub import Hub
-from pusher_compat.stats import (
-    Snapshot,
-    SqliteStore,
-    StatisticsApi,
-    StatisticsLogger,
-    WebhookTally,
-    add_stats_commands,
-)
+from pusher_compat.stats import StatisticsLogger
+from pusher_compat.stats_store import Snapshot, SqliteStore
+from pusher_compat.webhooks import DeliveryTotals
 
 APP = AppConfig(id="1001", key="app-key", secret="app-secret")
 OTHER = AppConfig(id="2002", key="other-key", secret="other-secret")
@@ -46,58 +42,30 @@ START = 1_700_000_000.0
 # -- driving traffic -----------------------------------------------------------------------
 
 
-class Client:
-    """A connection on a list sink that remembers the characters it sent."""
-
-    def __init__(self, hub: Hub, app: AppConfig = APP) -> None:
-        self.sink = ListSink()
-        self.conn = Connection(app, SERVER, hub, self.sink, clock=FakeClock())
-        self.conn.open()
-        self.sent_chars = 0
-
-    def send(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message)
-        self.sent_chars += len(text)
-        self.conn.receive(text)
-
-    def subscribe(self, channel: str) -> None:
-        self.send({"event": "pusher:subscribe", "data": {"channel": channel}})
-
-    def ping(self) -> None:
-        self.send({"event": "pusher:ping", "data": {}})
-
-    @property
-    def received_bytes(self) -> int:
-        return sum(len(frame) for frame in self.sink.frames)
-
-
-SERVER = ServerConfig()
-
-
-def traffic(hub: Hub) -> list[Client]:
+def traffic(hub: Hub) -> list[CountingClient]:
     """Three connections of APP (one closes), two in ``my-channel``, one ping; one of OTHER."""
-    a, b, c = Client(hub), Client(hub), Client(hub)
+    a, b, c = CountingClient(hub, APP), CountingClient(hub, APP), CountingClient(hub, APP)
     a.subscribe("my-channel")
     b.subscribe("my-channel")
     c.subscribe("other-channel")
     a.ping()
     c.conn.closed()
-    d = Client(hub, OTHER)
+    d = CountingClient(hub, OTHER)
     return [a, b, c, d]
 
 
-class FakeDeliveryLog:
-    """A webhook delivery log whose entries the test sets."""
+class FakeWebhooks:
+    """Webhook delivery totals the test sets (``Webhooks.totals``, whose counting
+    test_webhooks.py checks)."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, list[dict[str, Any]]] = {}
+        self.counts: dict[str, DeliveryTotals] = {}
 
-    def set(self, app_id: str, *statuses: str) -> None:
-        self.entries[app_id] = [{"id": f"d{i}", "status": status, "created_ms": 0}
-                                for i, status in enumerate(statuses)]
+    def set(self, app_id: str, delivered: int, failed: int) -> None:
+        self.counts[app_id] = DeliveryTotals(delivered, failed, 0, {})
 
-    def deliveries(self, app_id: str, status: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.entries.get(app_id, []) if status in (None, e["status"])]
+    def totals(self, app_id: str) -> DeliveryTotals:
+        return self.counts.get(app_id, DeliveryTotals(0, 0, 0, {}))
 
 
 def snapshot(app_id: str, time_: float, seconds: float, **values: int) -> Snapshot:
@@ -170,30 +138,18 @@ def test_second_snapshot_holds_only_new_traffic_and_a_restarted_peak(store: Sqli
 def test_snapshot_counts_webhook_deliveries_settled_in_the_interval(store: SqliteStore
                                                                     ) -> None:
     hub = Hub()
-    Client(hub)
-    deliveries = FakeDeliveryLog()
+    CountingClient(hub, APP)
+    deliveries = FakeWebhooks()
     clock = FakeClock(START)
-    logger = StatisticsLogger(hub, deliveries, store, interval=60, clock=clock)
-    deliveries.set("1001", "delivered", "pending", "failed")
+    logger = StatisticsLogger(hub, deliveries, store, interval=60, clock=clock)  # type: ignore[arg-type]
+    deliveries.set("1001", delivered=1, failed=1)
     first = logger.snapshot()[0]
-    deliveries.set("1001", "delivered", "delivered", "failed", "delivered")
+    deliveries.set("1001", delivered=3, failed=1)
 
     second = logger.snapshot()[0]
 
     assert (first.webhooks_delivered, first.webhooks_failed) == (1, 1)
     assert (second.webhooks_delivered, second.webhooks_failed) == (2, 0)
-
-
-def test_webhook_tally_counts_each_delivery_once_while_it_is_in_the_log() -> None:
-    deliveries = FakeDeliveryLog()
-    tally = WebhookTally(deliveries)
-    deliveries.set("1001", "failed", "pending")
-    assert tally.totals("1001") == {"delivered": 0, "failed": 1, "pending": 1}
-    deliveries.set("1001", "failed", "delivered")
-    assert tally.totals("1001") == {"delivered": 1, "failed": 1, "pending": 0}
-    deliveries.entries["1001"] = deliveries.entries["1001"][1:]  # d0 left the bounded log
-    assert tally.totals("1001") == {"delivered": 1, "failed": 1, "pending": 0}
-    assert WebhookTally(None).totals("1001") == {"delivered": 0, "failed": 0, "pending": 0}
 
 
 # -- the SQLite store ----------------------------------------------------------------------
@@ -251,7 +207,7 @@ def test_prune_deletes_rows_older_than_the_cutoff(store: SqliteStore) -> None:
 async def test_retention_prunes_old_rows_after_each_write(store: SqliteStore) -> None:
     store.write([snapshot("1001", START - 100, 60), snapshot("1001", START - 20, 60)])
     hub = Hub()
-    Client(hub)
+    CountingClient(hub, APP)
     clock = FakeClock(START)
     logger = StatisticsLogger(hub, None, store, interval=60, clock=clock, retention_seconds=50)
 
@@ -278,8 +234,8 @@ def test_schema_is_versioned_with_the_documented_columns(store: SqliteStore) -> 
 
 async def test_run_records_one_row_per_app_every_interval(store: SqliteStore) -> None:
     hub = Hub()
-    a = Client(hub)
-    Client(hub, OTHER)
+    a = CountingClient(hub, APP)
+    CountingClient(hub, OTHER)
     logger = StatisticsLogger(hub, None, store, interval=0.05)
     task = asyncio.create_task(logger.run())
     try:
@@ -301,7 +257,7 @@ async def test_run_records_one_row_per_app_every_interval(store: SqliteStore) ->
 
 async def test_stop_records_the_last_partial_interval(store: SqliteStore) -> None:
     hub = Hub()
-    a = Client(hub)
+    a = CountingClient(hub, APP)
     clock = FakeClock(START)
     logger = StatisticsLogger(hub, None, store, interval=60, clock=clock)
     clock.advance(12.5)
@@ -336,14 +292,9 @@ async def post_event(client: TestClient, channels: list[str]) -> None:
 
 
 def api_app(hub: Hub, store: SqliteStore | None, clock: Any = time.time) -> web.Application:
-    """The HTTP API with the statistics route registered as server.py registers it."""
-    api = HttpApi(SETTINGS, hub)
-    statistics = StatisticsApi(store, hub, clock=clock)
+    """The HTTP API with its statistics store, as server.py builds it."""
     app = web.Application()
-    app.add_routes([
-        *api.routes(),
-        web.get("/apps/{app_id}/statistics", api._endpoint(statistics.statistics)),
-    ])
+    app.add_routes(HttpApi(SETTINGS, hub, clock=clock, store=store).routes())
     return app
 
 
@@ -401,8 +352,9 @@ async def test_statistics_endpoint_range_defaults_to_the_last_hour(
                  for t in (now - 3601, now - 3600, now - 60, now + 1)])
     client = await aiohttp_client(api_app(Hub(), store, clock=lambda: now))
 
-    _, default = await get_statistics(client)
-    _, only_from = await get_statistics(client, **{"from": str(int(now - 60))})
+    signed_now = {"auth_timestamp": str(int(now))}  # the API's clock checks signatures too
+    _, default = await get_statistics(client, **signed_now)
+    _, only_from = await get_statistics(client, **signed_now, **{"from": str(int(now - 60))})
 
     assert [r["time"] for r in default["statistics"]] == [now - 3600, now - 60]
     assert [r["time"] for r in only_from["statistics"]] == [now - 60]
@@ -433,7 +385,7 @@ async def test_statistics_endpoint_without_a_store_says_it_does_not_record(
     aiohttp_client: Any
 ) -> None:
     hub = Hub()
-    Client(hub)
+    CountingClient(hub, APP)
     client = await aiohttp_client(api_app(hub, None))
 
     assert await get_statistics(client) == (200, {
@@ -455,7 +407,7 @@ async def test_stats_command_prints_connections_channels_and_intervals(
     store: SqliteStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hub = Hub()
-    a, b, c = Client(hub), Client(hub), Client(hub)
+    a, b, c = CountingClient(hub, APP), CountingClient(hub, APP), CountingClient(hub, APP)
     a.subscribe("my-channel")
     b.subscribe("my-channel")
     c.subscribe("cache-prices")

@@ -18,13 +18,13 @@ import aiohttp
 import pusher
 import pytest
 from conftest import ServerProcess
-from helpers import FakeClock, ListSink, Receiver, Request, WsClient, until
+from helpers import FakeClock, ListSink, ManualScheduler, Receiver, Request, WsClient, until
 
 from pusher_compat.config import AppConfig, ServerConfig, WebhookEndpoint
 from pusher_compat.connection import Connection
 from pusher_compat.hub import Hub
 from pusher_compat.signatures import channel_string, sign_auth, sign_request, webhook_signature
-from pusher_compat.webhooks import NotReplayable, Webhooks
+from pusher_compat.webhooks import DeliveryTotals, NotReplayable, Webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
 # The Pusher docs' credentials (protocol.md §4.3, §8); the numeric id suits the Python SDK.
@@ -56,10 +56,11 @@ async def make_webhooks() -> AsyncIterator[WebhooksFactory]:
     """Started :class:`Webhooks` with fast timings (overridable); closed after the test."""
     started: list[Webhooks] = []
 
-    async def make(clock: Callable[[], float] | None = None, **settings: Any) -> Webhooks:
+    async def make(clock: Callable[[], float] | None = None,
+                   scheduler: ManualScheduler | None = None, **settings: Any) -> Webhooks:
         server = ServerConfig(**{**FAST, **settings})
         extra = {"clock": clock} if clock else {}
-        webhooks = Webhooks(server, retry_base_seconds=0.05, **extra)
+        webhooks = Webhooks(server, retry_base_seconds=0.05, scheduler=scheduler, **extra)
         await webhooks.start()
         started.append(webhooks)
         return webhooks
@@ -119,14 +120,17 @@ async def test_extra_headers_are_sent_and_cannot_replace_the_signature(
 async def test_events_within_the_batch_window_share_one_request_in_order(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    webhooks = await make_webhooks()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     app = app_with(WebhookEndpoint(receiver.url()))
     events = [OCCUPIED, {"name": "cache_miss", "channel": "cache-x"},
               {"name": "member_added", "channel": "presence-x", "user_id": "7"}]
     for event in events:
         webhooks.channel_event(app, dict(event))
+    await timers.advance(BATCH)
     await receiver.wait(1)
-    await asyncio.sleep(BATCH * 3)
+    await timers.advance(BATCH * 3)
+    assert len(webhooks.deliveries(APP_ID)) == 1  # no second batch was made
     assert receiver.events() == [events]
 
 
@@ -163,30 +167,35 @@ async def test_event_types_filter_sends_only_the_listed_events(
 async def test_channel_prefix_filter_sends_only_matching_channels(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    webhooks = await make_webhooks()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     app = app_with(WebhookEndpoint(receiver.url(), channel_prefix="presence-"))
     webhooks.channel_event(app, dict(OCCUPIED))
     webhooks.channel_event(app, {"name": "channel_occupied", "channel": "presence-room"})
+    await timers.advance(BATCH)
     await receiver.wait(1)
-    await asyncio.sleep(BATCH * 3)
+    await timers.advance(BATCH * 3)
+    assert len(webhooks.deliveries(APP_ID)) == 1
     assert receiver.events() == [[{"name": "channel_occupied", "channel": "presence-room"}]]
 
 
 async def test_endpoint_wanting_none_of_a_batch_gets_no_request(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    webhooks = await make_webhooks()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     app = app_with(WebhookEndpoint(receiver.url(), event_types=("member_added",)))
     webhooks.channel_event(app, dict(OCCUPIED))
-    await asyncio.sleep(BATCH * 5)
+    await timers.advance(BATCH * 5)
     assert receiver.requests == []
     assert webhooks.deliveries(APP_ID) == []
 
 
 async def test_app_without_endpoints_records_nothing(make_webhooks: WebhooksFactory) -> None:
-    webhooks = await make_webhooks()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     webhooks.channel_event(AppConfig(id=APP_ID, key=KEY, secret=SECRET), dict(OCCUPIED))
-    await asyncio.sleep(BATCH * 3)
+    await timers.advance(BATCH * 3)
     assert webhooks.deliveries(APP_ID) == []
 
 
@@ -204,49 +213,58 @@ async def test_channel_event_never_raises_on_a_malformed_event(
 async def test_channel_vacated_waits_the_leave_delay(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    webhooks = await make_webhooks()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     webhooks.channel_event(app_with(WebhookEndpoint(receiver.url())), dict(VACATED))
+    await timers.advance(LEAVE_DELAY + BATCH - 0.001)
+    assert webhooks.deliveries(APP_ID) == []  # still held, or in its batch window
+    await timers.advance(0.001)
     await receiver.wait(1)
-    assert loop.time() - started >= LEAVE_DELAY
     assert receiver.events() == [[VACATED]]
 
 
 async def test_quick_return_cancels_both_the_vacated_and_the_occupied(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    webhooks = await make_webhooks()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     app = app_with(WebhookEndpoint(receiver.url()))
     webhooks.channel_event(app, dict(VACATED))
-    await asyncio.sleep(LEAVE_DELAY / 3)
+    await timers.advance(LEAVE_DELAY / 3)
     webhooks.channel_event(app, dict(OCCUPIED))
-    await asyncio.sleep(LEAVE_DELAY * 1.5)
+    await timers.advance(LEAVE_DELAY * 1.5)
+    assert webhooks.deliveries(APP_ID) == []
     assert receiver.requests == []
 
 
 async def test_quick_return_of_the_same_user_cancels_member_removed_and_added(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    webhooks = await make_webhooks()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     app = app_with(WebhookEndpoint(receiver.url()))
     webhooks.channel_event(app, {"name": "member_removed", "channel": "presence-x",
                                  "user_id": "1"})
     webhooks.channel_event(app, {"name": "member_added", "channel": "presence-x",
                                  "user_id": "1"})
-    await asyncio.sleep(LEAVE_DELAY * 1.5)
+    await timers.advance(LEAVE_DELAY * 1.5)
+    assert webhooks.deliveries(APP_ID) == []
     assert receiver.requests == []
 
 
 async def test_another_user_joining_does_not_cancel_a_member_removed(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    webhooks = await make_webhooks()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     app = app_with(WebhookEndpoint(receiver.url()))
     removed = {"name": "member_removed", "channel": "presence-x", "user_id": "1"}
     added = {"name": "member_added", "channel": "presence-x", "user_id": "2"}
     webhooks.channel_event(app, dict(removed))
     webhooks.channel_event(app, dict(added))
+    await timers.advance(BATCH)
+    await receiver.wait(1)  # the join's batch first, then the leave after its delay
+    await timers.advance(LEAVE_DELAY)
     await receiver.wait(2)
     assert receiver.events() == [[added], [removed]]
 
@@ -254,11 +272,13 @@ async def test_another_user_joining_does_not_cancel_a_member_removed(
 async def test_return_cancels_the_leave_even_for_an_endpoint_not_taking_returns(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    webhooks = await make_webhooks()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     app = app_with(WebhookEndpoint(receiver.url(), event_types=("channel_vacated",)))
     webhooks.channel_event(app, dict(VACATED))
     webhooks.channel_event(app, dict(OCCUPIED))
-    await asyncio.sleep(LEAVE_DELAY * 1.5)
+    await timers.advance(LEAVE_DELAY * 1.5)
+    assert webhooks.deliveries(APP_ID) == []
     assert receiver.requests == []
 
 
@@ -280,11 +300,14 @@ def connect(hub: Hub, app: AppConfig, channel: str, user_id: str) -> Connection:
 async def test_presence_join_then_leave_sends_added_then_removed_and_vacated(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    hub = Hub(listeners=[await make_webhooks()])
+    timers = ManualScheduler()
+    hub = Hub(listeners=[await make_webhooks(scheduler=timers)])
     app = app_with(WebhookEndpoint(receiver.url()))
     connection = connect(hub, app, "presence-room", "7")
+    await timers.advance(BATCH)
     await receiver.wait(1)
     connection.closed()
+    await timers.advance(LEAVE_DELAY + BATCH)
     await receiver.wait(2)
     assert receiver.events() == [
         [{"name": "channel_occupied", "channel": "presence-room"},
@@ -297,11 +320,15 @@ async def test_presence_join_then_leave_sends_added_then_removed_and_vacated(
 async def test_presence_leave_and_rejoin_within_the_delay_sends_nothing_for_the_flap(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    hub = Hub(listeners=[await make_webhooks()])
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
+    hub = Hub(listeners=[webhooks])
     app = app_with(WebhookEndpoint(receiver.url()))
     connect(hub, app, "presence-room", "7").closed()  # a page reload...
     connect(hub, app, "presence-room", "7")  # ...reconnects at once
-    await asyncio.sleep(LEAVE_DELAY * 1.5)
+    await timers.advance(LEAVE_DELAY * 1.5)
+    await receiver.wait(1)
+    assert len(webhooks.deliveries(APP_ID)) == 1
     assert receiver.events() == [
         [{"name": "channel_occupied", "channel": "presence-room"},
          {"name": "member_added", "channel": "presence-room", "user_id": "7"}],
@@ -325,6 +352,24 @@ async def test_client_event_on_presence_carries_sender_socket_and_user(
 
 
 # -- retries and the delivery log ----------------------------------------------------------
+
+
+async def test_totals_count_every_settled_delivery_also_those_gone_from_the_log(
+    receiver: Receiver, make_webhooks: WebhooksFactory
+) -> None:
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers, webhook_log_size=1,
+                                   webhook_retry_seconds=0.0)
+    app = app_with(WebhookEndpoint(receiver.url()))
+    receiver.failures = 1
+    for n in range(3):
+        webhooks.channel_event(app, {"name": "channel_occupied", "channel": f"c{n}"})
+        await timers.advance(BATCH)
+        await receiver.wait(n + 1)
+        await until(lambda: webhooks.totals(APP_ID).pending == 0)
+    assert webhooks.totals(APP_ID) == DeliveryTotals(delivered=2, failed=1, pending=0,
+                                                     dropped={})
+    assert statuses(webhooks) == ["failed", "delivered"]  # the log kept one of each
 
 
 async def test_two_500s_are_retried_then_delivered_on_the_third_attempt(
@@ -600,13 +645,15 @@ async def test_drops_are_logged_at_once_then_at_most_every_ten_seconds(
 async def test_close_sends_nothing_more(
     receiver: Receiver, make_webhooks: WebhooksFactory
 ) -> None:
-    webhooks = await make_webhooks()
+    timers = ManualScheduler()
+    webhooks = await make_webhooks(scheduler=timers)
     app = app_with(WebhookEndpoint(receiver.url()))
     webhooks.channel_event(app, dict(VACATED))
     webhooks.channel_event(app, dict(OCCUPIED) | {"channel": "other"})
     await webhooks.close()
     webhooks.channel_event(app, dict(OCCUPIED))
-    await asyncio.sleep(LEAVE_DELAY * 1.5)
+    await timers.advance(LEAVE_DELAY * 1.5)
+    assert timers.pending == 0  # close cancelled the batch and the held leave
     assert receiver.requests == []
 
 

@@ -31,12 +31,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import wire
-from ..channels import channel_name_error, kind_of
+from ..apps import Apps
 from ..config import AppConfig, Settings
+from ..http_errors import HttpError, json_answer
 from ..hub import Hub
 from ..limits import FailureThrottle
-from ..stats import SqliteStore
+from ..publishing import Publisher
+from ..scheduling import LoopScheduler, Scheduler
+from ..stats_store import SqliteStore
 from .sessions import Sessions
 
 __all__ = ["EVENT_LOG_SIZE", "SAMPLE_COUNT", "Dashboard"]
@@ -76,12 +78,16 @@ class Dashboard:
         sample_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         throttle: FailureThrottle | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        scheduler: Scheduler | None = None,
     ) -> None:
         """``hub`` may be ``None`` and assigned to :attr:`hub` later, when the hub has to be
         built with this dashboard among its listeners. ``store`` holds the recorded statistics
         shown as history; ``None`` shows live samples only. ``clock`` times sessions and
         failed logins; ``throttle`` limits failed logins (the defaults of
-        :class:`FailureThrottle` without it)."""
+        :class:`FailureThrottle` without it). ``wall_clock`` gives the unix seconds that
+        stamp logged events and samples and end the statistics history; ``scheduler`` times
+        the sampling (default: the event loop's)."""
         if not password:
             raise ValueError("the dashboard needs a password")
         self.hub = hub
@@ -89,17 +95,19 @@ class Dashboard:
         self._password = password
         self._store = store
         self._interval = sample_interval
-        self._apps = {app.id: app for app in settings.apps}
+        self._apps = Apps(settings.apps)
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._scheduler: Scheduler = scheduler if scheduler is not None else LoopScheduler()
         self._throttle = throttle or FailureThrottle()
         self._sessions = Sessions(SESSION_SECONDS, MAX_SESSIONS)
         self._cookie_secure = settings.server.dashboard_cookie_secure
         self._seq = itertools.count(1)
         self._events: dict[str, deque[dict[str, Any]]] = {
-            app_id: deque(maxlen=EVENT_LOG_SIZE) for app_id in self._apps
+            app_id: deque(maxlen=EVENT_LOG_SIZE) for app_id in self._apps.ids
         }
         self._samples: dict[str, deque[dict[str, float]]] = {
-            app_id: deque(maxlen=SAMPLE_COUNT) for app_id in self._apps
+            app_id: deque(maxlen=SAMPLE_COUNT) for app_id in self._apps.ids
         }
         self._last_totals: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -111,7 +119,7 @@ class Dashboard:
         log = self._events.get(app.id)
         if log is None:
             return
-        entry = {"seq": next(self._seq), "time": time.time(), **event}
+        entry = {"seq": next(self._seq), "time": self._wall_clock(), **event}
         data = entry.get("data")
         if isinstance(data, str) and len(data) > 2000:
             entry["data"] = data[:2000] + "…"
@@ -135,7 +143,7 @@ class Dashboard:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await self._scheduler.sleep(self._interval)
             self.sample()
 
     def sample(self) -> None:
@@ -143,7 +151,7 @@ class Dashboard:
         hub = self.hub
         if hub is None:
             return
-        now = time.time()
+        now = self._wall_clock()
         for app_id, samples in self._samples.items():
             counters = hub.counters(app_id)
             total = counters.ws_messages_in + counters.ws_messages_out + counters.api_messages
@@ -162,28 +170,23 @@ class Dashboard:
 
     def _require(self, request: web.Request) -> None:
         if not self._signed_in(request):
-            raise web.HTTPUnauthorized(
-                text='{"error": "Log in to the dashboard first", "code": 401}',
-                content_type="application/json",
-            )
+            raise HttpError(401, "Log in to the dashboard first")
 
     def _app(self, request: web.Request) -> AppConfig:
         self._require(request)
-        app = self._apps.get(request.match_info["app_id"])
+        app = self._apps.by_id(request.match_info["app_id"])
         if app is None:
-            raise web.HTTPNotFound(
-                text='{"error": "Unknown app", "code": 404}', content_type="application/json"
-            )
+            raise HttpError(404, "Unknown app")
         return app
 
     def _hub(self) -> Hub:
         if self.hub is None:
-            raise web.HTTPServiceUnavailable(text="The dashboard is not attached to a hub\n")
+            raise HttpError(503, "The dashboard is not attached to a hub")
         return self.hub
 
     # -- routes ------------------------------------------------------------------------
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[web.AbstractRouteDef]:
         """The dashboard's routes: pages, JSON API and static files."""
         return [
             web.get("/dashboard", self.page),
@@ -269,10 +272,10 @@ class Dashboard:
         """The configured apps, with their open connection counts."""
         self._require(request)
         hub = self._hub()
-        return web.json_response({"apps": [
+        return json_answer({"apps": [
             {"id": app.id, "key": app.key, "enabled": app.enabled,
              "connections": hub.local_connection_count(app.id)}
-            for app in self._apps.values()
+            for app in self._apps
         ]})
 
     async def channels(self, request: web.Request) -> web.Response:
@@ -292,35 +295,33 @@ class Dashboard:
                     for m in channel.members.values()
                 ]
             channels.append(item)
-        return web.json_response({"connections": hub.local_connection_count(app.id),
-                                  "channels": channels})
+        return json_answer({"connections": hub.local_connection_count(app.id),
+                            "channels": channels})
 
     async def events(self, request: web.Request) -> web.Response:
         """Logged events with ``seq`` greater than ``after`` (all kept ones without it)."""
         app = self._app(request)
         after_text = request.query.get("after", "0")
         if not _SEQ_RE.fullmatch(after_text):
-            return web.json_response(
-                {"error": "after must be an event sequence number (1 to 18 digits 0-9)",
-                 "code": 400}, status=400)
+            raise HttpError(400, "after must be an event sequence number (1 to 18 digits 0-9)")
         after = int(after_text)
         events = [e for e in self._events[app.id] if e["seq"] > after]
-        return web.json_response({"events": events})
+        return json_answer({"events": events})
 
     async def series(self, request: web.Request) -> web.Response:
         """The live per-second samples, oldest first."""
         app = self._app(request)
-        return web.json_response({"interval": self._interval,
-                                  "samples": list(self._samples[app.id])})
+        return json_answer({"interval": self._interval,
+                            "samples": list(self._samples[app.id])})
 
     async def history(self, request: web.Request) -> web.Response:
         """Recorded statistics of the last day (``recorded: false`` when none are kept)."""
         app = self._app(request)
         if self._store is None:
-            return web.json_response({"recorded": False, "rows": []})
-        now = time.time()
+            return json_answer({"recorded": False, "rows": []})
+        now = self._wall_clock()
         rows = await asyncio.to_thread(self._store.query, app.id, now - _HISTORY_SECONDS, now)
-        return web.json_response({"recorded": True, "rows": rows})
+        return json_answer({"recorded": True, "rows": rows})
 
     async def trigger(self, request: web.Request) -> web.Response:
         """Publish a test event (JSON ``channel``, ``event``, ``data``) to the app's clients."""
@@ -328,30 +329,18 @@ class Dashboard:
         hub = self._hub()
         if request.content_type != "application/json":
             # A cross-site form cannot send JSON without a CORS preflight, which fails here.
-            raise web.HTTPUnsupportedMediaType(text="Send JSON\n")
+            raise HttpError(415, "Send JSON")
         try:
             body = await request.json()
         except ValueError:
-            raise web.HTTPBadRequest(text="Invalid JSON\n") from None
+            raise HttpError(400, "Invalid JSON") from None
         if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="Expected a JSON object\n")
+            raise HttpError(400, "Expected a JSON object")
         channel, name, data = body.get("channel"), body.get("event"), body.get("data", "")
         if not isinstance(channel, str) or not isinstance(name, str) or not name:
-            raise web.HTTPBadRequest(text="channel and event are required strings\n")
-        problem = channel_name_error(channel, app.max_channel_name_length)
-        if problem is None and len(name) > app.max_event_name_length:
-            problem = "Event name too long"
-        encoded = data if isinstance(data, str) else wire.dumps(data).decode()
-        if problem is None and len(encoded.encode()) > min(app.max_event_payload_bytes,
-                                                           _MAX_TRIGGER_DATA):
-            problem = "Event data too large"
-        if problem is not None:
-            return web.json_response({"error": problem, "code": 400}, status=400)
-        frame = wire.event_frame(name, encoded, channel)
-        hub.counters(app.id).api_messages += 1
-        if kind_of(channel).cached:
-            hub.remember(app, channel, frame, encoded)
-        hub.publish(app.id, channel, frame)
-        hub.notify(app, {"name": "api_message", "channel": channel, "event": name,
-                         "data": encoded, "source": "dashboard"})
-        return web.json_response({"ok": True})
+            raise HttpError(400, "channel and event are required strings")
+        # The HTTP API's checks and path, with the form's own cap on the data.
+        publisher = Publisher(hub)
+        event = publisher.event(app, name, channel, data, max_data_bytes=_MAX_TRIGGER_DATA)
+        await publisher.publish(app, [event], source="dashboard")
+        return json_answer({"ok": True})
