@@ -6,7 +6,8 @@ app, per client address), liveness (silent sockets pinged, then closed 4201) and
 (:mod:`pusher_compat.socket_transport`), frames the :class:`Connection`'s.
 
 Time comes in from outside: a clock (read by every :class:`Connection` the gateway opens)
-and a scheduler (which runs the liveness check), so tests move time instead of waiting.
+and a :class:`~pusher_compat.scheduling.Scheduler` (which runs the liveness check), so tests
+move time instead of waiting.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 from aiohttp import web
 
@@ -28,30 +28,16 @@ from .connection import Connection
 from .http_errors import json_error
 from .http_guard import PendingHeads
 from .hub import Hub
+from .scheduling import Cancellable, LoopScheduler, Scheduler
 from .socket_transport import Flusher, Handshake, WebSocketProtocol, detach
 from .wire import Code, PusherError
 
-__all__ = ["Clock", "Gateway", "Scheduler", "Timer"]
+__all__ = ["Clock", "Gateway"]
 
 log = logging.getLogger("pusher_compat")
 
 Clock = Callable[[], float]
 """Seconds, monotonic: when sockets were last heard from."""
-
-
-class Timer(Protocol):
-    """A scheduled call that can be called off (what ``loop.call_later`` returns)."""
-
-    def cancel(self) -> None: ...
-
-
-Scheduler = Callable[[float, Callable[[], None]], Timer]
-"""Calls ``callback`` after ``delay`` seconds, as ``loop.call_later`` does."""
-
-
-def call_later(delay: float, callback: Callable[[], None]) -> Timer:
-    """The production :data:`Scheduler`: the running event loop's."""
-    return asyncio.get_running_loop().call_later(delay, callback)
 
 
 _VERSION_RE = re.compile(r"\d[0-9A-Za-z.+_-]*")
@@ -64,20 +50,20 @@ class Gateway:
     """Accepts WebSocket connections for the configured apps, and keeps them alive."""
 
     def __init__(self, settings: Settings, hub: Hub, *, clock: Clock = time.monotonic,
-                 schedule: Scheduler = call_later) -> None:
+                 scheduler: Scheduler | None = None) -> None:
         self._settings = settings
         self._hub = hub
         self._apps = Apps(settings.apps)
         """The configured apps: clients name theirs by key in ``/app/{key}``."""
         self._clock = clock
         """Given to every :class:`Connection`: its activity and rate limits read it."""
-        self._schedule = schedule
+        self._scheduler = scheduler or LoopScheduler()
         """Runs the liveness check every :attr:`_interval` seconds."""
         server = settings.server
         self._interval = max(0.2, min(5.0, min(server.activity_timeout, server.pong_timeout) / 4))
         """Seconds between liveness checks: a quarter of the shorter timeout, so a socket is
         pinged or closed at most a quarter late, within [0.2, 5]."""
-        self._timer: Timer | None = None
+        self._timer: Cancellable | None = None
         """The next liveness check while the gateway runs (:meth:`start` to :meth:`stop`)."""
         self._flusher: Flusher | None = None
         """Made on the first upgrade: it needs the running loop."""
@@ -205,7 +191,7 @@ class Gateway:
 
     def start(self) -> None:
         """Start the liveness check."""
-        self._timer = self._schedule(self._interval, self._check_activity)
+        self._timer = self._scheduler.call_later(self._interval, self._check_activity)
 
     def stop(self) -> None:
         """Stop the liveness check."""
@@ -216,7 +202,7 @@ class Gateway:
     def _check_activity(self) -> None:
         """Ping silent sockets, close the ones that never answer (4201); drop expired cache.
         The next check is scheduled first, so one failing check does not end them all."""
-        self._timer = self._schedule(self._interval, self._check_activity)
+        self._timer = self._scheduler.call_later(self._interval, self._check_activity)
         for connection in self._hub.connections():
             connection.check_activity()
         self._hub.prune_cache()

@@ -25,11 +25,12 @@ from .adapters import create_adapter
 from .broadcasting_auth import BroadcastingAuth
 from .config import ServerConfig, Settings
 from .dashboard import Dashboard
-from .gateway import GATEWAY, Clock, Gateway, Scheduler, call_later
+from .gateway import GATEWAY, Clock, Gateway
 from .http_api import HttpApi
 from .http_errors import JsonErrorRunner, json_errors
 from .hub import Hub, HubListener
 from .metrics import METRICS, Metrics, metrics_handler, metrics_listener
+from .scheduling import Scheduler
 from .socket_transport import CLOSING, GatewaySite
 from .stats import StatisticsLogger
 from .stats_store import SqliteStore
@@ -51,22 +52,26 @@ async def _up(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings, *, clock: Clock = time.monotonic,
-               schedule: Scheduler = call_later) -> web.Application:
+               scheduler: Scheduler | None = None) -> web.Application:
     """The aiohttp application serving ``settings``: WebSocket gateway plus HTTP API.
-    ``clock`` and ``schedule`` drive the sockets' liveness and the channel cache's expiry."""
+    ``clock`` and ``scheduler`` drive the sockets' liveness and the channel cache's expiry;
+    ``scheduler`` also times webhooks and dashboard sampling (the event loop's own timers
+    when ``None``)."""
     server = settings.server
     adapter = create_adapter(settings)
-    webhooks = (Webhooks(server, store=create_store(server, adapter), apps=settings.apps)
+    webhooks = (Webhooks(server, store=create_store(server, adapter), apps=settings.apps,
+                         scheduler=scheduler)
                 if any(a.webhooks for a in settings.apps) else None)
     store = SqliteStore(server.stats_path) if server.stats_path else None
     # The dashboard listens to the hub and reads it: built first, given the hub after.
-    dashboard = (Dashboard(settings, None, server.dashboard_password, store=store)
+    dashboard = (Dashboard(settings, None, server.dashboard_password, store=store,
+                           scheduler=scheduler)
                  if server.dashboard_password else None)
     listeners: list[HubListener] = [x for x in (webhooks, dashboard) if x is not None]
     hub = Hub(listeners=listeners, adapter=adapter, clock=clock)
     if dashboard is not None:
         dashboard.hub = hub
-    gateway = Gateway(settings, hub, clock=clock, schedule=schedule)
+    gateway = Gateway(settings, hub, clock=clock, scheduler=scheduler)
     stats_logger = None
     if store is not None:
         stats_logger = StatisticsLogger(

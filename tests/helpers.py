@@ -1,5 +1,5 @@
 """Small helpers for driving the sans-I/O protocol core: a recording sink, a frame decoder,
-a settable clock and a scheduler on it; a raw TCP client speaking HTTP and WebSocket by hand;
+a settable clock and a manual scheduler; a raw TCP client speaking HTTP and WebSocket by hand;
 a test server that serves exactly as ``pusher-compat serve`` does; and a webhook receiver."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pusher_compat.server import listen
 from pusher_compat.signatures import webhook_signature
 
 __all__ = [
-    "DOWN", "MASK", "SWITCHING", "UPGRADE", "FakeClock", "FakeTimer", "FakeTimers",
+    "DOWN", "MASK", "SWITCHING", "UPGRADE", "FakeClock",
     "GatewayTestServer", "ListSink",
     "RawSocket", "Receiver", "Recorder", "Request", "WsClient",
     "assert_each_delivery_arrived_intact", "client_frame", "subscribe_one_delivery_each",
@@ -192,42 +192,6 @@ class _ManualTimer:
 
     def cancel(self) -> None:
         self.cancelled = True
-
-
-@dataclass
-class FakeTimer:
-    """One call scheduled on :class:`FakeTimers`."""
-
-    at: float
-    callback: Callable[[], None]
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-@dataclass
-class FakeTimers:
-    """A scheduler (``loop.call_later``'s shape) on a :class:`FakeClock`: nothing runs until
-    :meth:`advance` moves the clock, stopping at each due call in turn, as a loop would."""
-
-    clock: FakeClock = field(default_factory=FakeClock)
-    timers: list[FakeTimer] = field(default_factory=list)
-
-    def __call__(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
-        timer = FakeTimer(self.clock.now + delay, callback)
-        self.timers.append(timer)
-        return timer
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock ``seconds`` on, running every call that falls due on the way."""
-        end = self.clock.now + seconds
-        while due := [t for t in self.timers if t.at <= end and not t.cancelled]:
-            timer = min(due, key=lambda t: t.at)
-            self.timers.remove(timer)
-            self.clock.now = max(self.clock.now, timer.at)
-            timer.callback()
-        self.clock.now = end
 
 
 @dataclass

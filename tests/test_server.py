@@ -13,7 +13,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess
-from helpers import FakeTimers, GatewayTestServer
+from helpers import GatewayTestServer, ManualScheduler
 
 from pusher_compat.auth_config import AuthConfig
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -194,29 +194,29 @@ async def test_events_written_in_one_loop_iteration_leave_in_order(client: TestC
 async def test_silent_socket_is_pinged_then_closed_with_4201(
     aiohttp_client: ClientFactory,
 ) -> None:
-    timers = FakeTimers()
-    app = create_app(settings(activity_timeout=1, pong_timeout=1), clock=timers.clock,
-                     schedule=timers)
+    timers = ManualScheduler()
+    app = create_app(settings(activity_timeout=1, pong_timeout=1), clock=timers.time,
+                     scheduler=timers)
     client = await aiohttp_client(GatewayTestServer(app))
     ws = await client.ws_connect("/app/app-key?protocol=7", autoping=False)
     await frames(ws, 1)
-    timers.advance(1)
+    await timers.advance(1)
     assert await frames(ws, 1) == [{"event": "pusher:ping", "data": "{}"}]
-    timers.advance(1)
+    await timers.advance(1)
     assert await frames(ws, 1) == [error(4201, "Pong reply not received")]
     closing = await asyncio.wait_for(ws.receive(), 5)
     assert (closing.type, closing.data) == (WSMsgType.CLOSE, 4201)
 
 
 async def test_answered_ping_keeps_socket_open(aiohttp_client: ClientFactory) -> None:
-    timers = FakeTimers()
-    app = create_app(settings(activity_timeout=1, pong_timeout=1), clock=timers.clock,
-                     schedule=timers)
+    timers = ManualScheduler()
+    app = create_app(settings(activity_timeout=1, pong_timeout=1), clock=timers.time,
+                     scheduler=timers)
     client = await aiohttp_client(GatewayTestServer(app))
     ws = await client.ws_connect("/app/app-key?protocol=7")
     await frames(ws, 1)
     for _ in range(3):
-        timers.advance(1)
+        await timers.advance(1)
         assert await frames(ws, 1) == [{"event": "pusher:ping", "data": "{}"}]
         await ws.send_str('{"event": "pusher:pong", "data": {}}')
         # Answered only once the pong has been read: the next advance comes after it.
