@@ -33,7 +33,6 @@ import os
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -42,9 +41,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import wire
 from ..apps import Apps
@@ -61,6 +58,8 @@ from .base import ChannelCounts, HubView, Joined, Left, SignedIn, SignedOut
 from .local import LocalAdapter
 from .outbox import Outbox, Sequences
 from .redis_keys import AppKeys, nodes_key, reap_claim_key
+from .redis_writer import UNREACHABLE as _UNREACHABLE
+from .redis_writer import Op, Writer, queue_script
 from .resync import Ledger, ScriptCall, resync_calls
 
 if TYPE_CHECKING:
@@ -73,21 +72,11 @@ __all__ = ["RedisAdapter", "connect_url"]
 
 log = logging.getLogger("pusher_compat.redis")
 
-_BATCH = 512
-"""Commands per pipeline round trip."""
 _OUTBOX_POLL = 0.05
 """Seconds between two looks at the other nodes' leases while the outbox waits for them."""
 _OUTBOX_MARGIN = 0.5
 """The outbox stops waiting this long before its oldest message would be too old to send
 (several polls: a loaded event loop wakes late)."""
-_UNREACHABLE = (RedisError, RedisClusterException, OSError)
-"""What failing to reach Redis raises: a cluster client raises RedisClusterException (not a
-RedisError) when no node of the cluster answers."""
-_GONE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, NoScriptError)
-"""Pipeline replies that mean Redis, not the command, failed: a cluster pipeline returns a
-shard's lost connection as a reply instead of raising it, and NOSCRIPT means a server lost
-its script cache (a restart or failover) without this node noticing."""
-
 
 def connect_url(url: str) -> aioredis.Redis | RedisCluster:
     """A client for ``redis://``, ``rediss://`` (TLS), ``unix://``,
@@ -128,14 +117,7 @@ def _hosts(parts: SplitResult, default_port: int) -> list[tuple[str, int]]:
 
 def _queue_call(pipe: Any, script: AsyncScript, call: ScriptCall) -> None:
     """Queue a :class:`ScriptCall` of :func:`resync_calls`."""
-    _queue_script(pipe, script, call.keys, call.args)
-
-
-def _queue_script(pipe: Any, script: AsyncScript, keys: list[str], args: list[Any]) -> None:
-    """Queue a script call by its SHA: a cluster pipeline blocks the ``evalsha`` method that
-    ``Script`` objects call. No pipeline then loads a missing script, so scripts are loaded
-    when a node joins and a NOSCRIPT reply makes it rejoin (see :data:`_GONE`)."""
-    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    queue_script(pipe, script, call.keys, call.args)
 
 
 class Link(Enum):
@@ -157,18 +139,6 @@ class _Bus(Enum):
     nodes to be back too. Messages published meanwhile queue behind, to keep the order."""
     OPEN = "open"
     """Straight to Redis, with the scripts, in order (only while the node is up)."""
-
-
-class _Op:
-    """One script call (or, without a script, one plain command: ``args``): ``done`` gets its
-    reply, ``fallback`` runs when Redis cannot answer."""
-
-    __slots__ = ("args", "done", "fallback", "keys", "script")
-
-    def __init__(self, script: Any, keys: list[str], args: list[Any],
-                 done: Callable[[Any], None] | None, fallback: Callable[[], None] | None) -> None:
-        self.script, self.keys, self.args = script, keys, args
-        self.done, self.fallback = done, fallback
 
 
 class RedisAdapter:
@@ -195,8 +165,7 @@ class RedisAdapter:
             for name in ("JOIN", "LEAVE", "USERS", "HEARTBEAT", "REAP", "RATE")}
         self._local = LocalAdapter()
         self._hub: HubView | None = None
-        self._ops: deque[_Op] = deque()
-        self._wake = asyncio.Event()
+        self._writer = Writer(self._redis, lambda: self.ready, self._lost)
         self._trouble = asyncio.Event()
         """Wakes the supervisor at once when the link is lost (else it waits a beat)."""
         self._link = Link.DOWN
@@ -251,7 +220,8 @@ class RedisAdapter:
     async def start(self) -> None:
         """Connect (waiting at most a few seconds: a node starts even while Redis is down,
         not ready, and joins the cluster when Redis comes)."""
-        self._tasks = [asyncio.create_task(self._supervise()), asyncio.create_task(self._write())]
+        self._tasks = [asyncio.create_task(self._supervise()),
+                       asyncio.create_task(self._writer.run())]
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._until_up(), timeout=5)
 
@@ -262,9 +232,9 @@ class RedisAdapter:
     async def close(self) -> None:
         """Flush what is queued, give back this node's share of the state, stop."""
         if self.ready:
-            self._wake.set()
+            self._writer.wake()
             for _ in range(100):
-                if not self._ops:
+                if not self._writer.pending:
                     break
                 await asyncio.sleep(0.01)
         for task in [*self._tasks, *filter(None, [self._listener, self._flusher])]:
@@ -282,14 +252,13 @@ class RedisAdapter:
 
     # -- outbound ----------------------------------------------------------------------
 
-    def _submit(self, op: _Op) -> None:
+    def _submit(self, op: Op) -> None:
         if not self.ready:
             self._dirty = True
             if op.fallback is not None:
                 op.fallback()
             return
-        self._ops.append(op)
-        self._wake.set()
+        self._writer.queue(op)
 
     def _send(self, app_id: str, body: bus.Message) -> None:
         """Queue one bus message, in order with the scripts, or keep it in the outbox while
@@ -297,13 +266,9 @@ class RedisAdapter:
         seq = self._seq[app_id] = self._seq.get(app_id, 0) + 1
         message = bus.encode(bus.origin(self._origin, seq), body)
         if self._bus is _Bus.OPEN:
-            self._command("PUBLISH", self._keys[app_id].bus, message)
+            self._writer.command("PUBLISH", self._keys[app_id].bus, message)
         else:
             self._outbox.add(app_id, message)
-
-    def _command(self, *args: Any) -> None:
-        self._ops.append(_Op(None, [], list(args), None, None))
-        self._wake.set()
 
     def publish(self, app_id: str, channel: str, frame: bytes, except_socket_id: str | None
                 ) -> None:
@@ -314,7 +279,7 @@ class RedisAdapter:
         ttl_ms = int(app.cache_ttl_seconds * 1000)
         self._send(app.id, bus.Cache(channel, ttl_ms, payload))
         if self.ready:
-            self._command("SET", self._keys[app.id].cache(channel), payload, "PX", ttl_ms)
+            self._writer.command("SET", self._keys[app.id].cache(channel), payload, "PX", ttl_ms)
 
     def terminate(self, app_id: str, user_id: str) -> None:
         self._send(app_id, bus.Terminate(user_id))
@@ -338,7 +303,7 @@ class RedisAdapter:
                         roster={_text(roster[i]): wire.loads(roster[i + 1])
                                 for i in range(0, len(roster), 2)}))
 
-        self._submit(_Op(self._scripts["JOIN"], keys.channel(channel.name), args, answer,
+        self._submit(Op(self._scripts["JOIN"], keys.channel(channel.name), args, answer,
                          lambda: self._local.joined(app, channel, member, first, done)))
 
     def left(self, app: AppConfig, channel: Channel, member: Member | None,
@@ -354,7 +319,7 @@ class RedisAdapter:
         def answer(reply: list[Any]) -> None:
             done(Left(int(reply[0]), vacated=reply[1] == 1, removed=reply[2] == 1))
 
-        self._submit(_Op(self._scripts["LEAVE"], keys.channel(channel.name), args, answer,
+        self._submit(Op(self._scripts["LEAVE"], keys.channel(channel.name), args, answer,
                          lambda: self._local.left(app, channel, member, done)))
 
     def signed_in(self, app: AppConfig, user_id: str, watchlist: tuple[str, ...],
@@ -377,45 +342,11 @@ class RedisAdapter:
         keys = self._keys[app.id]
         args = [user_id, delta, keys.bus, bus.watch(self._origin, user_id, True),
                 bus.watch(self._origin, user_id, False), *watchlist]
-        self._submit(_Op(self._scripts["USERS"], keys.user_keys(), args, done, fallback))
+        self._submit(Op(self._scripts["USERS"], keys.user_keys(), args, done, fallback))
 
     def _event(self, channel: str, frame: bytes) -> bytes:
         """The bus message a script publishes with ``frame`` for every subscriber."""
         return bus.event(self._origin, channel, wire.unframe(frame))
-
-    async def _write(self) -> None:
-        """The one writer: queued commands leave in order, many per round trip."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._ops and self.ready:
-                batch = [self._ops.popleft() for _ in range(min(len(self._ops), _BATCH))]
-                try:
-                    replies = await self._execute(batch)
-                except _UNREACHABLE as error:
-                    self._ops.extendleft(reversed(batch))
-                    self._lost(error)
-                    break
-                for op, reply in zip(batch, replies, strict=True):
-                    if isinstance(reply, Exception):
-                        log.error("redis script failed: %s", reply)
-                        if op.fallback is not None:
-                            op.fallback()
-                    elif op.done is not None:
-                        op.done(reply)
-
-    async def _execute(self, batch: list[_Op]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for op in batch:
-            if op.script is None:
-                pipe.execute_command(*op.args)
-            else:
-                _queue_script(pipe, op.script, op.keys, op.args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, _GONE):
-                raise reply
-        return replies
 
     # -- inbound: the bus --------------------------------------------------------------
 
@@ -464,9 +395,8 @@ class RedisAdapter:
         self._bus = _Bus.HELD
         self._dirty = True
         self._trouble.set()
-        ops, self._ops = self._ops, deque()
         unsent = []
-        for op in ops:
+        for op in self._writer.take():
             if op.fallback is not None:
                 op.fallback()
             elif op.script is None and op.args[0] == "PUBLISH":
@@ -525,7 +455,7 @@ class RedisAdapter:
             # closes every connection, the subscription's too, when it rediscovers the cluster.
             raise RedisConnectionError("the bus subscription ended while joining")
         self._link = Link.UP
-        self._wake.set()
+        self._writer.wake()
         log.info("redis connected: node %s in the cluster (%s)", self.node, self._prefix)
         # The outbox goes after the resync: a node that was reaped meanwhile has announced
         # its members again before its events arrive.
@@ -581,7 +511,7 @@ class RedisAdapter:
         if not self.ready:
             return  # lost again: the next join sends it
         for app_id, message in self._outbox.take():
-            self._command("PUBLISH", self._keys[app_id].bus, message)
+            self._writer.command("PUBLISH", self._keys[app_id].bus, message)
         self._bus = _Bus.OPEN
 
     async def _reap(self, node: str) -> None:
