@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .config import AppConfig
 
 __all__ = ["Channel", "Member", "Subscriber", "channel_record", "count_record",
-           "member_added_frame", "member_record", "member_removed_frame"]
+           "member_added_frame", "member_record", "member_removed_frame", "socket_record"]
 
 
 class Subscriber(Protocol):
@@ -101,3 +101,8 @@ def count_record(channel: str, subscription_count: int) -> dict[str, Any]:
     """``subscription_count``."""
     return {"name": "subscription_count", "channel": channel,
             "subscription_count": subscription_count}
+
+
+def socket_record(name: str, socket_id: str) -> dict[str, Any]:
+    """``connection_opened`` or ``connection_closed``: for the debug feed only."""
+    return {"name": name, "socket_id": socket_id}

@@ -28,6 +28,7 @@ from .channel_state import (
     member_added_frame,
     member_record,
     member_removed_frame,
+    socket_record,
 )
 from .channels import USER_CHANNEL_PREFIX, kind_of
 
@@ -171,8 +172,7 @@ class Hub:
             state.counters.connections_peak, len(state.connections)
         )
         if self._listeners:
-            self.notify(connection.app,
-                        {"name": "connection_opened", "socket_id": connection.socket_id})
+            self.notify(connection.app, socket_record("connection_opened", connection.socket_id))
 
     def counters(self, app_id: str) -> Counters:
         return self._state(app_id).counters
@@ -254,7 +254,7 @@ class Hub:
         if user_id is not None and _discard(state.users, user_id, connection):
             self.adapter.signed_out(app, user_id, lambda out: self._signed_out(app, user_id, out))
         if self._listeners:
-            self.notify(app, {"name": "connection_closed", "socket_id": connection.socket_id})
+            self.notify(app, socket_record("connection_closed", connection.socket_id))
 
     def connection_count(self, app_id: str | None = None) -> int:
         """Open connections of one app on every node, or of all apps on this node."""
