@@ -35,12 +35,10 @@ import socket
 import time
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .. import wire
@@ -57,6 +55,7 @@ from . import bus, lua
 from .base import ChannelCounts, HubView, Joined, Left, SignedIn, SignedOut
 from .local import LocalAdapter
 from .outbox import Outbox, Sequences
+from .redis_client import connect_url
 from .redis_keys import AppKeys, nodes_key, reap_claim_key
 from .redis_writer import UNREACHABLE as _UNREACHABLE
 from .redis_writer import Op, Writer, queue_script
@@ -68,7 +67,7 @@ if TYPE_CHECKING:
     from ..channel_state import Channel, Member
     from ..config import AppConfig
 
-__all__ = ["RedisAdapter", "connect_url"]
+__all__ = ["RedisAdapter"]
 
 log = logging.getLogger("pusher_compat.redis")
 
@@ -77,43 +76,6 @@ _OUTBOX_POLL = 0.05
 _OUTBOX_MARGIN = 0.5
 """The outbox stops waiting this long before its oldest message would be too old to send
 (several polls: a loaded event loop wakes late)."""
-
-def connect_url(url: str) -> aioredis.Redis | RedisCluster:
-    """A client for ``redis://``, ``rediss://`` (TLS), ``unix://``,
-    ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` or a Redis Cluster,
-    ``redis+cluster://`` (``rediss+cluster://`` for TLS)
-    ``[[user]:password@]host:port[,host:port...]``: any reachable node lets the client
-    discover the others."""
-    options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5,
-                               "health_check_interval": 5}
-    parts = urlsplit(url)
-    password = unquote(parts.password) if parts.password else None
-    if parts.scheme in ("redis+cluster", "rediss+cluster"):
-        if parts.path.strip("/") not in ("", "0"):
-            raise ValueError("a Redis Cluster has only database 0: "
-                             "redis+cluster://host:port[,host:port...]")
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in _hosts(parts, 6379)],
-            username=unquote(parts.username) if parts.username else None, password=password,
-            ssl=parts.scheme == "rediss+cluster", **options)
-    if parts.scheme != "redis+sentinel":
-        return aioredis.Redis.from_url(url, **options)
-    path = [p for p in parts.path.split("/") if p]
-    if not path:
-        raise ValueError("a redis+sentinel:// URL needs the service name: .../mymaster")
-    sentinel = Sentinel(_hosts(parts, 26379), password=password, **options)
-    return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0,
-                               password=password, **options)
-
-
-def _hosts(parts: SplitResult, default_port: int) -> list[tuple[str, int]]:
-    """The ``host:port`` list of a Sentinel or Cluster URL (urlsplit reads one host only)."""
-    hosts = []
-    for address in parts.netloc.rpartition("@")[2].split(","):
-        host, colon, port = address.rpartition(":")
-        hosts.append((host, int(port)) if colon else (address, default_port))
-    return hosts
-
 
 def _queue_call(pipe: Any, script: AsyncScript, call: ScriptCall) -> None:
     """Queue a :class:`ScriptCall` of :func:`resync_calls`."""
@@ -210,7 +172,8 @@ class RedisAdapter:
 
     async def live_nodes(self) -> set[str]:
         """Nodes not reaped yet: a node leaves this set only once its state was undone."""
-        return {_text(n) for n in await self._redis.zrange(self._nodes, 0, -1)}
+        nodes: list[bytes] = cast("list[bytes]", await self._redis.zrange(self._nodes, 0, -1))
+        return {_text(n) for n in nodes}
 
     @property
     def hub(self) -> HubView:
@@ -652,6 +615,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _lease(entry: tuple[bytes | str, float]) -> tuple[str, float]:
-    """A node and its lease expiry, from ``ZRANGE {prefix}:nodes ... WITHSCORES``."""
+def _lease(entry: Any) -> tuple[str, float]:
+    """A node and its lease expiry, from ``ZRANGE {prefix}:nodes ... WITHSCORES`` (a
+    ``(member, score)`` pair; redis-py types a reply as any of its shapes)."""
     return _text(entry[0]), float(entry[1])
