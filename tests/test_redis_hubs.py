@@ -124,7 +124,10 @@ async def start_nodes(redis_server: RedisServer) -> AsyncIterator[Start]:
         return nodes
 
     yield start
-    for node in started:
+    # Last started, first closed. (Closing ``blue`` before ``green`` in the prefix test, two
+    # adapters on one Redis under different prefixes, left blue's writer task stuck cancelling:
+    # reported, not understood yet.)
+    for node in reversed(started):
         await node.adapter.close()
 
 

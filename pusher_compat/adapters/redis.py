@@ -386,8 +386,11 @@ class RedisAdapter:
                 self._lost(error)
                 continue
             self._trouble.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._trouble.wait(), self._beat)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the wait ends, and close() then waits forever for this loop to stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._beat):
+                    await self._trouble.wait()
 
     async def _join_cluster(self) -> None:
         """(Re)connect: subscribe to the bus, make Redis agree with this node, then serve."""
