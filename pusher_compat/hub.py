@@ -17,28 +17,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import wire
+from .adapters import create_adapter
 from .adapters.base import Adapter, Joined, Left, SignedIn, SignedOut
-from .adapters.local import LocalAdapter
-from .channels import USER_CHANNEL_PREFIX, ChannelKind, kind_of
+from .channel_state import (
+    Channel,
+    Member,
+    Subscriber,
+    channel_record,
+    count_record,
+    member_added_frame,
+    member_record,
+    member_removed_frame,
+    socket_record,
+)
+from .channels import USER_CHANNEL_PREFIX, kind_of
 
 if TYPE_CHECKING:
     from .config import AppConfig
 
 __all__ = ["Channel", "Counters", "Hub", "HubListener", "Member", "Subscriber"]
-
-
-class Subscriber(Protocol):
-    """What the hub needs of a connection."""
-
-    socket_id: str
-    app: AppConfig
-    channels: dict[str, Member | None]
-    user_id: str | None
-    watchlist: tuple[str, ...]
-
-    def send(self, frame: bytes) -> None: ...
-
-    def fail(self, error: wire.PusherError) -> None: ...
 
 
 class HubListener(Protocol):
@@ -47,42 +44,6 @@ class HubListener(Protocol):
     and ``connection_closed`` (with ``socket_id``) and ``api_message`` (``channel``, ``event``)."""
 
     def channel_event(self, app: AppConfig, event: dict[str, Any]) -> None: ...
-
-
-@dataclass(slots=True)
-class Member:
-    """A presence member as its ``channel_data`` described it."""
-
-    user_id: str | int
-    user_info: Any = None
-
-    @property
-    def key(self) -> str:
-        # pusher-js keys members by the JSON value; ids compare by their string form.
-        return str(self.user_id)
-
-
-@dataclass(slots=True, eq=False)
-class Channel:
-    """One occupied channel of one app."""
-
-    name: str
-    kind: ChannelKind
-    subscribers: dict[Subscriber, Member | None] = field(default_factory=dict)
-    members: dict[str, Member] = field(default_factory=dict)
-    """Presence members by user id; the first socket's ``user_info`` wins."""
-    sockets_per_member: dict[str, int] = field(default_factory=dict)
-    local_sockets: int = 0
-    """This node's sockets in the channel, including presence joins the cluster has not
-    answered yet: what this node tells the cluster it holds."""
-
-    @property
-    def subscription_count(self) -> int:
-        return len(self.subscribers)
-
-    @property
-    def user_count(self) -> int:
-        return len(self.members)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +136,7 @@ class Hub:
         """Closed connections still leaving their channels, oldest first."""
         self._scheduled = False
         """Whether a :meth:`_release` pass is waiting for the loop: never more than one."""
-        self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
+        self.adapter: Adapter = adapter if adapter is not None else create_adapter()
         self.adapter.bind(self)
 
     @property
@@ -211,8 +172,7 @@ class Hub:
             state.counters.connections_peak, len(state.connections)
         )
         if self._listeners:
-            self.notify(connection.app,
-                        {"name": "connection_opened", "socket_id": connection.socket_id})
+            self.notify(connection.app, socket_record("connection_opened", connection.socket_id))
 
     def counters(self, app_id: str) -> Counters:
         return self._state(app_id).counters
@@ -294,7 +254,7 @@ class Hub:
         if user_id is not None and _discard(state.users, user_id, connection):
             self.adapter.signed_out(app, user_id, lambda out: self._signed_out(app, user_id, out))
         if self._listeners:
-            self.notify(app, {"name": "connection_closed", "socket_id": connection.socket_id})
+            self.notify(app, socket_record("connection_closed", connection.socket_id))
 
     def connection_count(self, app_id: str | None = None) -> int:
         """Open connections of one app on every node, or of all apps on this node."""
@@ -446,18 +406,15 @@ class Hub:
                 if channel.kind.cached:
                     self._replay_cache(connection, name)
             if answer.added:
-                data = {"user_id": member.user_id, "user_info": member.user_info}
-                frame = wire.event_frame("pusher_internal:member_added", data, name)
-                self.deliver(app.id, name, frame, connection.socket_id)
+                self.deliver(app.id, name, member_added_frame(name, member),
+                             connection.socket_id)
         if self._listeners and not channel.kind.user:
             if answer.occupied:
-                self.notify(app, {"name": "channel_occupied", "channel": name})
+                self.notify(app, channel_record("channel_occupied", name))
             if answer.added and member is not None:
-                self.notify(app, {"name": "member_added", "channel": name,
-                                  "user_id": member.key})
+                self.notify(app, member_record("member_added", name, member.key))
             if not channel.kind.presence:
-                self.notify(app, {"name": "subscription_count", "channel": name,
-                                  "subscription_count": answer.subscription_count})
+                self.notify(app, count_record(name, answer.subscription_count))
 
     def resend_roster(self, app_id: str, name: str, roster: dict[str, Any]) -> None:
         """Send ``subscription_succeeded`` again with ``roster`` to this node's subscribers of a
@@ -517,19 +474,14 @@ class Hub:
     def _left(self, app: AppConfig, channel: Channel, gone: Member | None, answer: Left) -> None:
         name = channel.name
         if answer.removed and gone is not None:
-            frame = wire.event_frame(
-                "pusher_internal:member_removed", {"user_id": gone.user_id}, name
-            )
-            self.deliver(app.id, name, frame, None)
+            self.deliver(app.id, name, member_removed_frame(name, gone.user_id), None)
         if self._listeners and not channel.kind.user:
             if answer.removed and gone is not None:
-                self.notify(app, {"name": "member_removed", "channel": name,
-                                  "user_id": gone.key})
+                self.notify(app, member_record("member_removed", name, gone.key))
             if not channel.kind.presence:
-                self.notify(app, {"name": "subscription_count", "channel": name,
-                                  "subscription_count": answer.subscription_count})
+                self.notify(app, count_record(name, answer.subscription_count))
             if answer.vacated:
-                self.notify(app, {"name": "channel_vacated", "channel": name})
+                self.notify(app, channel_record("channel_vacated", name))
 
     def publish(self, app_id: str, name: str, frame: bytes, except_socket_id: str | None = None
                 ) -> None:
@@ -591,7 +543,7 @@ class Hub:
             connection.send(hit[0].frame)
             return
         connection.send(wire.event_frame("pusher:cache_miss", None, name))
-        self.notify(connection.app, {"name": "cache_miss", "channel": name})
+        self.notify(connection.app, channel_record("cache_miss", name))
 
     @staticmethod
     def _fan_out(channel: Channel, frame: bytes, excluded: Subscriber | None) -> None:

@@ -266,7 +266,7 @@ class RedisWebhookStore(_Batched):
         self._watcher = asyncio.create_task(self._watch())
 
     async def _write(self, batch: dict[str, Stored | None]) -> None:
-        from .adapters.redis import _UNREACHABLE as UNREACHABLE
+        from .adapters.redis_writer import UNREACHABLE
 
         added = {i: d.dumps() for i, d in batch.items() if d is not None}
         removed = [i for i, d in batch.items() if d is None]
@@ -285,7 +285,7 @@ class RedisWebhookStore(_Batched):
 
     async def _watch(self) -> None:
         """Take over the deliveries of gone nodes, once per lease beat."""
-        from .adapters.redis import _UNREACHABLE as UNREACHABLE
+        from .adapters.redis_writer import UNREACHABLE
 
         while True:
             try:

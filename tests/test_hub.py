@@ -15,6 +15,14 @@ import pusher_compat.hub as hub_module
 from pusher_compat import wire
 from pusher_compat.adapters.base import Joined, Left, SignedIn, SignedOut
 from pusher_compat.adapters.local import LocalAdapter
+from pusher_compat.channel_state import (
+    channel_record,
+    count_record,
+    member_added_frame,
+    member_record,
+    member_removed_frame,
+    socket_record,
+)
 from pusher_compat.config import AppConfig, ServerConfig
 from pusher_compat.connection import Connection, SignIn
 from pusher_compat.hub import RELEASE_CHUNK, Channel, Hub, Member
@@ -602,3 +610,23 @@ def test_a_released_socket_keeps_no_table_sized_for_its_channels(loop: Loop) -> 
     conn.closed()
     loop.step()
     assert sys.getsizeof(conn.channels) == sys.getsizeof({})
+
+
+def test_member_frames_are_built_as_pusher_js_reads_them() -> None:
+    assert unframe(member_added_frame("presence-a", Member(7, {"name": "Ann"}))) == (
+        '{"event":"pusher_internal:member_added","channel":"presence-a",'
+        '"data":"{\\"user_id\\":7,\\"user_info\\":{\\"name\\":\\"Ann\\"}}"}')
+    assert unframe(member_removed_frame("presence-a", 7)) == (
+        '{"event":"pusher_internal:member_removed","channel":"presence-a",'
+        '"data":"{\\"user_id\\":7}"}')
+
+
+def test_listener_records_carry_exactly_their_fields() -> None:
+    assert channel_record("channel_vacated", "news") == {
+        "name": "channel_vacated", "channel": "news"}
+    assert member_record("member_added", "presence-a", "7") == {
+        "name": "member_added", "channel": "presence-a", "user_id": "7"}
+    assert count_record("news", 3) == {
+        "name": "subscription_count", "channel": "news", "subscription_count": 3}
+    assert socket_record("connection_opened", "1.2") == {
+        "name": "connection_opened", "socket_id": "1.2"}

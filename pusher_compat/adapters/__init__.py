@@ -13,8 +13,11 @@ if TYPE_CHECKING:
 __all__ = ["Adapter", "LocalAdapter", "create_adapter"]
 
 
-def create_adapter(settings: Settings) -> Adapter:
-    """The adapter ``settings.server.adapter`` names."""
+def create_adapter(settings: Settings | None = None) -> Adapter:
+    """The adapter ``settings.server.adapter`` names; without settings (a hub built on its
+    own, as in tests), the one-node adapter. The one place that chooses an adapter."""
+    if settings is None:
+        return LocalAdapter()
     server = settings.server
     if server.adapter == "redis":
         from .redis import RedisAdapter

@@ -11,15 +11,15 @@ hub's code is the same, and the sans-I/O core never awaits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..channel_state import Channel, Member, Subscriber
     from ..config import AppConfig
-    from ..hub import Channel, Hub, Member
 
-__all__ = ["Adapter", "ChannelCounts", "Joined", "Left", "SignedIn", "SignedOut"]
+__all__ = ["Adapter", "ChannelCounts", "HubView", "Joined", "Left", "SignedIn", "SignedOut"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,37 @@ class ChannelCounts:
     user_count: int
 
 
+class HubView(Protocol):
+    """What an adapter needs of the hub it serves: its local state to answer from and to
+    resynchronise, and the ways in for what other nodes publish. The hub satisfies it; adapters
+    name this, not the hub, so they sit below it."""
+
+    clock: Callable[[], float]
+
+    def channel(self, app_id: str, name: str) -> Channel | None: ...
+
+    def channels(self, app_id: str) -> Iterator[Channel]: ...
+
+    def user_connections(self, app_id: str, user_id: str) -> list[Subscriber]: ...
+
+    def signed_in_users(self, app_id: str) -> dict[str, int]: ...
+
+    def local_connection_count(self, app_id: str) -> int: ...
+
+    def deliver(self, app_id: str, name: str, frame: bytes, except_socket_id: str | None = None
+                ) -> None: ...
+
+    def watch_event(self, app_id: str, user_id: str, online: bool) -> None: ...
+
+    def terminate_local(self, app_id: str, user_id: str) -> None: ...
+
+    def keep(self, app_id: str, name: str, frame: bytes, data: str, ttl: float) -> None: ...
+
+    def resend_roster(self, app_id: str, name: str, roster: dict[str, Any]) -> None: ...
+
+    def notify(self, app: AppConfig, event: dict[str, Any]) -> None: ...
+
+
 class Adapter(Protocol):
     """The cluster as one hub sees it. Events flow both ways: outbound through these methods,
     inbound (events published on other nodes) through the hub's ``deliver`` family."""
@@ -86,7 +117,7 @@ class Adapter(Protocol):
         """Events this node could not send to the other nodes, by (app id, reason): counted
         for ``/metrics``."""
 
-    def bind(self, hub: Hub) -> None:
+    def bind(self, hub: HubView) -> None:
         """Attach the hub that receives what other nodes publish."""
 
     async def start(self) -> None: ...

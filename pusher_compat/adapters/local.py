@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..limits import PerSecond
-from .base import ChannelCounts, Joined, Left, SignedIn, SignedOut
+from .base import ChannelCounts, HubView, Joined, Left, SignedIn, SignedOut
 
 if TYPE_CHECKING:
+    from ..channel_state import Channel, Member
     from ..config import AppConfig
-    from ..hub import Channel, Hub, Member
 
 __all__ = ["LocalAdapter"]
 
@@ -20,7 +20,7 @@ class LocalAdapter:
     """In-memory, the default: nothing to start, nothing to share."""
 
     def __init__(self) -> None:
-        self._hub: Hub | None = None
+        self._hub: HubView | None = None
         self._rates: dict[tuple[str, str], PerSecond] = {}
 
     @property
@@ -31,11 +31,11 @@ class LocalAdapter:
     def dropped(self) -> dict[tuple[str, str], int]:
         return {}  # there are no other nodes
 
-    def bind(self, hub: Hub) -> None:
+    def bind(self, hub: HubView) -> None:
         self._hub = hub
 
     @property
-    def hub(self) -> Hub:
+    def hub(self) -> HubView:
         assert self._hub is not None, "LocalAdapter used before bind()"
         return self._hub
 

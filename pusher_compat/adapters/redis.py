@@ -33,120 +33,64 @@ import os
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, RedisError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import wire
+from ..apps import Apps
+from ..channel_state import (
+    channel_record,
+    count_record,
+    member_added_frame,
+    member_record,
+    member_removed_frame,
+)
 from ..channels import kind_of
-from . import lua
-from .base import ChannelCounts, Joined, Left, SignedIn, SignedOut
+from . import bus, lua
+from .base import ChannelCounts, HubView, Joined, Left, SignedIn, SignedOut
 from .local import LocalAdapter
 from .outbox import Outbox, Sequences
+from .redis_client import connect_url
+from .redis_keys import AppKeys, nodes_key, reap_claim_key
+from .redis_writer import UNREACHABLE as _UNREACHABLE
+from .redis_writer import Op, Writer, queue_script
+from .resync import Ledger, ScriptCall, resync_calls
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
+    from ..channel_state import Channel, Member
     from ..config import AppConfig
-    from ..hub import Channel, Hub, Member
 
-__all__ = ["RedisAdapter", "connect_url"]
+__all__ = ["RedisAdapter"]
 
 log = logging.getLogger("pusher_compat.redis")
 
-_BATCH = 512
-"""Commands per pipeline round trip."""
-_NO_LIMIT = 1 << 30
 _OUTBOX_POLL = 0.05
 """Seconds between two looks at the other nodes' leases while the outbox waits for them."""
 _OUTBOX_MARGIN = 0.5
 """The outbox stops waiting this long before its oldest message would be too old to send
 (several polls: a loaded event loop wakes late)."""
-_SEP = b"\0"
-_UNREACHABLE = (RedisError, RedisClusterException, OSError)
-"""What failing to reach Redis raises: a cluster client raises RedisClusterException (not a
-RedisError) when no node of the cluster answers."""
-_GONE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, NoScriptError)
-"""Pipeline replies that mean Redis, not the command, failed: a cluster pipeline returns a
-shard's lost connection as a reply instead of raising it, and NOSCRIPT means a server lost
-its script cache (a restart or failover) without this node noticing."""
+
+def _queue_call(pipe: Any, script: AsyncScript, call: ScriptCall) -> None:
+    """Queue a :class:`ScriptCall` of :func:`resync_calls`."""
+    queue_script(pipe, script, call.keys, call.args)
 
 
-def connect_url(url: str) -> aioredis.Redis | RedisCluster:
-    """A client for ``redis://``, ``rediss://`` (TLS), ``unix://``,
-    ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` or a Redis Cluster,
-    ``redis+cluster://`` (``rediss+cluster://`` for TLS)
-    ``[[user]:password@]host:port[,host:port...]``: any reachable node lets the client
-    discover the others."""
-    options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5,
-                               "health_check_interval": 5}
-    parts = urlsplit(url)
-    password = unquote(parts.password) if parts.password else None
-    if parts.scheme in ("redis+cluster", "rediss+cluster"):
-        if parts.path.strip("/") not in ("", "0"):
-            raise ValueError("a Redis Cluster has only database 0: "
-                             "redis+cluster://host:port[,host:port...]")
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in _hosts(parts, 6379)],
-            username=unquote(parts.username) if parts.username else None, password=password,
-            ssl=parts.scheme == "rediss+cluster", **options)
-    if parts.scheme != "redis+sentinel":
-        return aioredis.Redis.from_url(url, **options)
-    path = [p for p in parts.path.split("/") if p]
-    if not path:
-        raise ValueError("a redis+sentinel:// URL needs the service name: .../mymaster")
-    sentinel = Sentinel(_hosts(parts, 26379), password=password, **options)
-    return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0,
-                               password=password, **options)
+class Link(Enum):
+    """This node's place in the cluster."""
 
-
-def _hosts(parts: SplitResult, default_port: int) -> list[tuple[str, int]]:
-    """The ``host:port`` list of a Sentinel or Cluster URL (urlsplit reads one host only)."""
-    hosts = []
-    for address in parts.netloc.rpartition("@")[2].split(","):
-        host, colon, port = address.rpartition(":")
-        hosts.append((host, int(port)) if colon else (address, default_port))
-    return hosts
-
-
-def _queue_script(pipe: Any, script: AsyncScript, keys: list[str], args: list[Any]) -> None:
-    """Queue a script call by its SHA: a cluster pipeline blocks the ``evalsha`` method that
-    ``Script`` objects call. No pipeline then loads a missing script, so scripts are loaded
-    when a node joins and a NOSCRIPT reply makes it rejoin (see :data:`_GONE`)."""
-    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-
-
-class _Keys:
-    """Key names of one app; the ``{app}`` hash tag keeps an app's keys in one Cluster slot."""
-
-    __slots__ = ("base", "bus", "channels", "conns", "node_ch", "node_pm", "node_users",
-                 "users")
-
-    def __init__(self, prefix: str, app_id: str, node: str) -> None:
-        self.base = f"{prefix}:{{{app_id}}}"
-        self.bus = f"{self.base}:bus"
-        self.channels = f"{self.base}:channels"
-        self.users = f"{self.base}:users"
-        self.conns = f"{self.base}:conns"
-        self.node_ch, self.node_pm, self.node_users = self.ledger(node)
-
-    def ledger(self, node: str) -> tuple[str, str, str]:
-        return (f"{self.base}:node:{node}:ch", f"{self.base}:node:{node}:pm",
-                f"{self.base}:node:{node}:users")
-
-    def channel(self, name: str) -> list[str]:
-        """KEYS of :data:`lua.JOIN` and :data:`lua.LEAVE`."""
-        return [f"{self.base}:ch:{name}", self.channels, self.node_ch,
-                f"{self.base}:pm:{name}", f"{self.base}:pr:{name}", self.node_pm]
+    DOWN = "down"
+    """Redis cannot be reached: local answers only, not ready, retrying with backoff."""
+    JOINING = "joining"
+    """Redis answers: subscribing to the bus and resynchronising; answers are still local."""
+    UP = "up"
+    """In the cluster: commands go to Redis, answers come from it, ready."""
 
 
 class _Bus(Enum):
@@ -159,18 +103,6 @@ class _Bus(Enum):
     """Straight to Redis, with the scripts, in order (only while the node is up)."""
 
 
-class _Op:
-    """One script call (or, without a script, one plain command: ``args``): ``done`` gets its
-    reply, ``fallback`` runs when Redis cannot answer."""
-
-    __slots__ = ("args", "done", "fallback", "keys", "script")
-
-    def __init__(self, script: Any, keys: list[str], args: list[Any],
-                 done: Callable[[Any], None] | None, fallback: Callable[[], None] | None) -> None:
-        self.script, self.keys, self.args = script, keys, args
-        self.done, self.fallback = done, fallback
-
-
 class RedisAdapter:
     """Shares a hub's state with the other nodes through Redis."""
 
@@ -181,24 +113,26 @@ class RedisAdapter:
                  ) -> None:
         self.node = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._origin = self.node.encode()
-        self._apps = {app.id: app for app in apps}
+        self._apps = Apps(apps)
         self._url = url
         self._prefix = prefix
         self._lease_ms = int(lease_seconds * 1000)
         self._beat = max(0.2, lease_seconds / 4)
         self._redis = client if client is not None else connect_url(url)
-        self._keys = {app_id: _Keys(prefix, app_id, self.node) for app_id in self._apps}
+        self._nodes = nodes_key(prefix)
+        self._keys = {app.id: AppKeys(prefix, app.id, self.node) for app in self._apps}
         self._buses = {keys.bus: app_id for app_id, keys in self._keys.items()}
         self._scripts: dict[str, AsyncScript] = {
             name: self._redis.register_script(getattr(lua, name))
             for name in ("JOIN", "LEAVE", "USERS", "HEARTBEAT", "REAP", "RATE")}
         self._local = LocalAdapter()
-        self._hub: Hub | None = None
-        self._ops: deque[_Op] = deque()
-        self._wake = asyncio.Event()
+        self._hub: HubView | None = None
+        self._writer = Writer(self._redis, lambda: self.ready, self._lost)
         self._trouble = asyncio.Event()
-        self._up = False
+        """Wakes the supervisor at once when the link is lost (else it waits a beat)."""
+        self._link = Link.DOWN
         self._dirty = False
+        """Local answers were given since the last resynchronisation began: it runs again."""
         self._remote_connections: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._pubsub: Any = None
@@ -220,14 +154,14 @@ class RedisAdapter:
 
     @property
     def ready(self) -> bool:
-        return self._up
+        return self._link is Link.UP
 
     @property
     def dropped(self) -> dict[tuple[str, str], int]:
         return {(app_id, reason.value): count
                 for (app_id, reason), count in self._outbox.dropped.items()}
 
-    def bind(self, hub: Hub) -> None:
+    def bind(self, hub: HubView) -> None:
         self._hub = hub
         self._local.bind(hub)
 
@@ -238,37 +172,39 @@ class RedisAdapter:
 
     async def live_nodes(self) -> set[str]:
         """Nodes not reaped yet: a node leaves this set only once its state was undone."""
-        return {_text(n) for n in await self._redis.zrange(f"{self._prefix}:nodes", 0, -1)}
+        nodes: list[bytes] = cast("list[bytes]", await self._redis.zrange(self._nodes, 0, -1))
+        return {_text(n) for n in nodes}
 
     @property
-    def hub(self) -> Hub:
+    def hub(self) -> HubView:
         assert self._hub is not None, "RedisAdapter used before bind()"
         return self._hub
 
     async def start(self) -> None:
         """Connect (waiting at most a few seconds: a node starts even while Redis is down,
         not ready, and joins the cluster when Redis comes)."""
-        self._tasks = [asyncio.create_task(self._supervise()), asyncio.create_task(self._write())]
+        self._tasks = [asyncio.create_task(self._supervise()),
+                       asyncio.create_task(self._writer.run())]
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._until_up(), timeout=5)
 
     async def _until_up(self) -> None:
-        while not self._up:
+        while not self.ready:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         """Flush what is queued, give back this node's share of the state, stop."""
-        if self._up:
-            self._wake.set()
+        if self.ready:
+            self._writer.wake()
             for _ in range(100):
-                if not self._ops:
+                if not self._writer.pending:
                     break
                 await asyncio.sleep(0.01)
         for task in [*self._tasks, *filter(None, [self._listener, self._flusher])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._up:
+        if self.ready:
             with contextlib.suppress(*_UNREACHABLE):
                 await self._reap(self.node)
         if self._pubsub is not None:
@@ -279,45 +215,37 @@ class RedisAdapter:
 
     # -- outbound ----------------------------------------------------------------------
 
-    def _submit(self, op: _Op) -> None:
-        if not self._up:
+    def _submit(self, op: Op) -> None:
+        if not self.ready:
             self._dirty = True
             if op.fallback is not None:
                 op.fallback()
             return
-        self._ops.append(op)
-        self._wake.set()
+        self._writer.queue(op)
 
-    def _send(self, app_id: str, kind: bytes, *fields: bytes | str) -> None:
+    def _send(self, app_id: str, body: bus.Message) -> None:
         """Queue one bus message, in order with the scripts, or keep it in the outbox while
         the bus is held. Its origin is ``node#seq``: receivers let each one through once."""
         seq = self._seq[app_id] = self._seq.get(app_id, 0) + 1
-        origin = b"%s#%d" % (self._origin, seq)
-        message = _SEP.join([kind, origin, *(f if isinstance(f, bytes) else f.encode()
-                                             for f in fields)])
+        message = bus.encode(bus.origin(self._origin, seq), body)
         if self._bus is _Bus.OPEN:
-            self._command("PUBLISH", self._keys[app_id].bus, message)
+            self._writer.command("PUBLISH", self._keys[app_id].bus, message)
         else:
             self._outbox.add(app_id, message)
 
-    def _command(self, *args: Any) -> None:
-        self._ops.append(_Op(None, [], list(args), None, None))
-        self._wake.set()
-
     def publish(self, app_id: str, channel: str, frame: bytes, except_socket_id: str | None
                 ) -> None:
-        self._send(app_id, b"e", channel, except_socket_id or "", wire.unframe(frame))
+        self._send(app_id, bus.Event(channel, except_socket_id, wire.unframe(frame)))
 
     def remember(self, app: AppConfig, channel: str, frame: bytes) -> None:
         payload = wire.unframe(frame)
-        ttl_ms = str(int(app.cache_ttl_seconds * 1000))
-        self._send(app.id, b"c", channel, ttl_ms, payload)
-        if self._up:
-            self._command("SET", f"{self._keys[app.id].base}:cache:{channel}", payload,
-                          "PX", ttl_ms)
+        ttl_ms = int(app.cache_ttl_seconds * 1000)
+        self._send(app.id, bus.Cache(channel, ttl_ms, payload))
+        if self.ready:
+            self._writer.command("SET", self._keys[app.id].cache(channel), payload, "PX", ttl_ms)
 
     def terminate(self, app_id: str, user_id: str) -> None:
-        self._send(app_id, b"t", user_id)
+        self._send(app_id, bus.Terminate(user_id))
 
     def joined(self, app: AppConfig, channel: Channel, member: Member | None, first: bool,
                done: Callable[[Joined], None]) -> None:
@@ -325,8 +253,7 @@ class RedisAdapter:
         user, info, message = "", b"", b""
         if member is not None:
             user, info = member.key, wire.dumps(member.user_info)
-            added = {"user_id": member.user_id, "user_info": member.user_info}
-            message = self._event("pusher_internal:member_added", added, channel.name)
+            message = self._event(channel.name, member_added_frame(channel.name, member))
         args = [self.node, channel.name, channel.local_sockets, user, info,
                 app.max_presence_members, keys.bus, message]
 
@@ -339,7 +266,7 @@ class RedisAdapter:
                         roster={_text(roster[i]): wire.loads(roster[i + 1])
                                 for i in range(0, len(roster), 2)}))
 
-        self._submit(_Op(self._scripts["JOIN"], keys.channel(channel.name), args, answer,
+        self._submit(Op(self._scripts["JOIN"], keys.channel(channel.name), args, answer,
                          lambda: self._local.joined(app, channel, member, first, done)))
 
     def left(self, app: AppConfig, channel: Channel, member: Member | None,
@@ -348,14 +275,14 @@ class RedisAdapter:
         user, message = "", b""
         if member is not None:
             user = member.key
-            message = self._event("pusher_internal:member_removed",
-                                  {"user_id": member.user_id}, channel.name)
+            message = self._event(channel.name,
+                                  member_removed_frame(channel.name, member.user_id))
         args = [self.node, channel.name, channel.local_sockets, user, keys.bus, message]
 
         def answer(reply: list[Any]) -> None:
             done(Left(int(reply[0]), vacated=reply[1] == 1, removed=reply[2] == 1))
 
-        self._submit(_Op(self._scripts["LEAVE"], keys.channel(channel.name), args, answer,
+        self._submit(Op(self._scripts["LEAVE"], keys.channel(channel.name), args, answer,
                          lambda: self._local.left(app, channel, member, done)))
 
     def signed_in(self, app: AppConfig, user_id: str, watchlist: tuple[str, ...],
@@ -376,54 +303,13 @@ class RedisAdapter:
     def _users(self, app: AppConfig, user_id: str, delta: int, watchlist: tuple[str, ...],
                done: Callable[[Any], None] | None, fallback: Callable[[], None] | None) -> None:
         keys = self._keys[app.id]
-        args = [user_id, delta, keys.bus, self._message(b"w", user_id, "1"),
-                self._message(b"w", user_id, "0"), *watchlist]
-        self._submit(_Op(self._scripts["USERS"], [keys.users, keys.node_users], args, done,
-                         fallback))
+        args = [user_id, delta, keys.bus, bus.watch(self._origin, user_id, True),
+                bus.watch(self._origin, user_id, False), *watchlist]
+        self._submit(Op(self._scripts["USERS"], keys.user_keys(), args, done, fallback))
 
-    def _message(self, kind: bytes, *fields: bytes | str) -> bytes:
-        parts = [kind, self.node.encode(), *(f if isinstance(f, bytes) else f.encode()
-                                             for f in fields)]
-        return _SEP.join(parts)
-
-    def _event(self, event: str, data: Any, channel: str) -> bytes:
-        """A bus message carrying an internal event for every subscriber of ``channel``."""
-        payload = wire.unframe(wire.event_frame(event, data, channel))
-        return self._message(b"e", channel, "", payload)
-
-    async def _write(self) -> None:
-        """The one writer: queued commands leave in order, many per round trip."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._ops and self._up:
-                batch = [self._ops.popleft() for _ in range(min(len(self._ops), _BATCH))]
-                try:
-                    replies = await self._execute(batch)
-                except _UNREACHABLE as error:
-                    self._ops.extendleft(reversed(batch))
-                    self._lost(error)
-                    break
-                for op, reply in zip(batch, replies, strict=True):
-                    if isinstance(reply, Exception):
-                        log.error("redis script failed: %s", reply)
-                        if op.fallback is not None:
-                            op.fallback()
-                    elif op.done is not None:
-                        op.done(reply)
-
-    async def _execute(self, batch: list[_Op]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for op in batch:
-            if op.script is None:
-                pipe.execute_command(*op.args)
-            else:
-                _queue_script(pipe, op.script, op.keys, op.args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, _GONE):
-                raise reply
-        return replies
+    def _event(self, channel: str, frame: bytes) -> bytes:
+        """The bus message a script publishes with ``frame`` for every subscriber."""
+        return bus.event(self._origin, channel, wire.unframe(frame))
 
     # -- inbound: the bus --------------------------------------------------------------
 
@@ -437,24 +323,23 @@ class RedisAdapter:
             self._lost(error)
 
     def _receive(self, app_id: str, data: bytes) -> None:
-        kind, origin, rest = data.split(_SEP, 2)
+        sender, message = bus.decode(data)
         # This node's sockets had the event when it was published; scripts' messages carry
         # no sequence number (they are never sent twice).
-        node, _, seq = origin.partition(b"#")
-        if node == self._origin or (seq and not self._sequences.fresh(app_id, node, int(seq))):
+        if sender.node == self._origin or (
+                sender.seq is not None
+                and not self._sequences.fresh(app_id, sender.node, sender.seq)):
             return
         hub = self.hub
-        if kind == b"e":
-            channel, except_id, payload = rest.split(_SEP, 2)
-            hub.deliver(app_id, channel.decode(), wire.frame(payload), except_id.decode() or None)
-        elif kind == b"w":
-            user, online = rest.split(_SEP, 1)
-            hub.watch_event(app_id, user.decode(), online == b"1")
-        elif kind == b"t":
-            hub.terminate_local(app_id, rest.decode())
-        elif kind == b"c":
-            channel, ttl_ms, payload = rest.split(_SEP, 2)
-            self._keep(app_id, channel.decode(), payload, int(ttl_ms) / 1000)
+        match message:
+            case bus.Event(channel, except_id, payload):
+                hub.deliver(app_id, channel, wire.frame(payload), except_id)
+            case bus.Watch(user, online):
+                hub.watch_event(app_id, user, online)
+            case bus.Terminate(user):
+                hub.terminate_local(app_id, user)
+            case bus.Cache(channel, ttl_ms, payload):
+                self._keep(app_id, channel, payload, ttl_ms / 1000)
 
     def _keep(self, app_id: str, channel: str, payload: bytes, ttl: float) -> None:
         data = wire.loads(payload).get("data", "")
@@ -465,17 +350,16 @@ class RedisAdapter:
     def _lost(self, error: BaseException | str) -> None:
         """Leave the cluster until Redis answers again. What is queued gets local answers
         now: the resynchronisation on return accounts for it, so none of it may run after."""
-        if self._up:
+        if self.ready:
             log.error("redis unreachable (%s): serving local clients only, not ready; "
                       "reconnecting", error or type(error).__name__)
             self._awaited = dict(self._peers)
-        self._up = False
+        self._link = Link.DOWN
         self._bus = _Bus.HELD
         self._dirty = True
         self._trouble.set()
-        ops, self._ops = self._ops, deque()
         unsent = []
-        for op in ops:
+        for op in self._writer.take():
             if op.fallback is not None:
                 op.fallback()
             elif op.script is None and op.args[0] == "PUBLISH":
@@ -487,7 +371,7 @@ class RedisAdapter:
         """Keep the node in the cluster: connect, renew the lease, reap dead nodes."""
         backoff = 0.1
         while True:
-            if not self._up:
+            if not self.ready:
                 try:
                     await self._join_cluster()
                 except _UNREACHABLE as error:
@@ -502,12 +386,16 @@ class RedisAdapter:
                 self._lost(error)
                 continue
             self._trouble.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._trouble.wait(), self._beat)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the wait ends, and close() then waits forever for this loop to stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._beat):
+                    await self._trouble.wait()
 
     async def _join_cluster(self) -> None:
         """(Re)connect: subscribe to the bus, make Redis agree with this node, then serve."""
         await self._redis.ping()
+        self._link = Link.JOINING
         for script in self._scripts.values():
             await self._redis.script_load(script.script)
         if self._pubsub is not None:
@@ -521,19 +409,19 @@ class RedisAdapter:
         await self._heartbeat()
         for _ in range(3):
             self._dirty = False
-            for app_id in self._apps:
+            for app_id in self._apps.ids:
                 await self._resync(app_id)
             if not self._dirty:
                 break
-        for app_id in self._apps:
+        for app_id in self._apps.ids:
             await self._load_cache(app_id)
         if self._listener.done():
             # The listener's _lost() changes nothing while the node is not up, so a bus
             # connection that dropped during the join would go unnoticed; a cluster client
             # closes every connection, the subscription's too, when it rediscovers the cluster.
             raise RedisConnectionError("the bus subscription ended while joining")
-        self._up = True
-        self._wake.set()
+        self._link = Link.UP
+        self._writer.wake()
         log.info("redis connected: node %s in the cluster (%s)", self.node, self._prefix)
         # The outbox goes after the resync: a node that was reaped meanwhile has announced
         # its members again before its events arrive.
@@ -549,8 +437,8 @@ class RedisAdapter:
 
     async def _heartbeat(self) -> None:
         known, dead = await self._scripts["HEARTBEAT"](
-            keys=[f"{self._prefix}:nodes"], args=[self.node, self._lease_ms])
-        if not known and self._up:
+            keys=[self._nodes], args=[self.node, self._lease_ms])
+        if not known and self.ready:
             self._lost("this node's lease had lapsed and it was reaped")
             return
         for node in map(_text, dead):
@@ -560,7 +448,7 @@ class RedisAdapter:
         for app_id, keys in self._keys.items():
             pipe.hset(keys.conns, self.node, self.hub.local_connection_count(app_id))
             pipe.hgetall(keys.conns)
-        pipe.zrange(f"{self._prefix}:nodes", 0, -1, withscores=True)
+        pipe.zrange(self._nodes, 0, -1, withscores=True)
         *replies, leases = await pipe.execute()
         for app_id, counts in zip(self._keys, replies[1::2], strict=True):
             self._remote_connections[app_id] = sum(
@@ -579,50 +467,49 @@ class RedisAdapter:
             while (peers and time.monotonic() < deadline
                    and not self._outbox.due(within=_OUTBOX_MARGIN)):
                 leases = dict(map(_lease, await self._redis.zrange(
-                    f"{self._prefix}:nodes", 0, -1, withscores=True)))
+                    self._nodes, 0, -1, withscores=True)))
                 peers = {n: seen for n, seen in peers.items() if leases.get(n, 0.0) <= seen}
                 if peers:
                     await asyncio.sleep(_OUTBOX_POLL)
         except _UNREACHABLE as error:
             self._lost(error)
             return
-        if not self._up:
+        if not self.ready:
             return  # lost again: the next join sends it
         for app_id, message in self._outbox.take():
-            self._command("PUBLISH", self._keys[app_id].bus, message)
+            self._writer.command("PUBLISH", self._keys[app_id].bus, message)
         self._bus = _Bus.OPEN
 
     async def _reap(self, node: str) -> None:
         """Undo the state of a node whose lease ran out (or this one, on a clean stop)."""
-        claim = f"{self._prefix}:reap:{node}"
+        claim = reap_claim_key(self._prefix, node)
         if not await self._redis.set(claim, self.node, nx=True, px=self._lease_ms):
             return
         log.warning("node %s is gone: removing its members and counts", node)
-        for app_id, keys in self._keys.items():
+        for app in self._apps:
+            keys = self._keys[app.id]
             reply = await self._scripts["REAP"](
                 keys=[keys.channels, *keys.ledger(node), keys.users, keys.conns],
                 args=[node, keys.base, keys.bus])
-            self._reaped(app_id, *reply)
-        await self._redis.zrem(f"{self._prefix}:nodes", node)
+            self._reaped(app, *reply)
+        await self._redis.zrem(self._nodes, node)
 
-    def _reaped(self, app_id: str, vacated: list[Any], counts: list[Any], removed: list[Any],
+    def _reaped(self, app: AppConfig, vacated: list[Any], counts: list[Any], removed: list[Any],
                 offline: list[Any]) -> None:
         """What a reaped node leaves behind: this node sends the webhooks, once."""
-        hub, app = self.hub, self._apps[app_id]
+        hub, app_id = self.hub, app.id
         for i in range(0, len(removed), 2):
             channel, user = _text(removed[i]), _text(removed[i + 1])
-            hub.deliver(app_id, channel, wire.event_frame(
-                "pusher_internal:member_removed", {"user_id": user}, channel))
-            hub.notify(app, {"name": "member_removed", "channel": channel, "user_id": user})
+            hub.deliver(app_id, channel, member_removed_frame(channel, user))
+            hub.notify(app, member_record("member_removed", channel, user))
         for user in map(_text, offline):
             hub.watch_event(app_id, user, online=False)
         for i in range(0, len(counts), 2):
             channel = _text(counts[i])
             if not kind_of(channel).presence:
-                hub.notify(app, {"name": "subscription_count", "channel": channel,
-                                 "subscription_count": int(counts[i + 1])})
+                hub.notify(app, count_record(channel, int(counts[i + 1])))
         for channel in map(_text, vacated):
-            hub.notify(app, {"name": "channel_vacated", "channel": channel})
+            hub.notify(app, channel_record("channel_vacated", channel))
 
     # -- resynchronisation -------------------------------------------------------------
 
@@ -634,51 +521,29 @@ class RedisAdapter:
         pipe.smembers(keys.node_pm)
         pipe.hgetall(keys.node_users)
         ledger_ch, ledger_pm, ledger_users = await pipe.execute()
-        channels = {c.name: c for c in hub.channels(app_id)}
-        members = {(c.name, key): m for c in channels.values() for key, m in c.members.items()}
+        ledger = Ledger(
+            channels=frozenset(map(_text, ledger_ch)),
+            members=frozenset(_member_entry(_text(e)) for e in ledger_pm),
+            users={_text(k): int(v) for k, v in ledger_users.items()})
+        channels = list(hub.channels(app_id))
         users = hub.signed_in_users(app_id)
         pipe = self._redis.pipeline(transaction=False)
-
-        def call(script: str, script_keys: list[str], *args: Any) -> None:
-            _queue_script(pipe, self._scripts[script], script_keys, list(args))
-
-        for name in {_text(n) for n in ledger_ch} - channels.keys():
-            call("LEAVE", keys.channel(name), self.node, name, 0, "", keys.bus, b"")
-        for entry in map(_text, ledger_pm):
-            name, _, user = entry.partition("\0")
-            if (name, user) not in members:
-                count = channels[name].local_sockets if name in channels else 0
-                removed = {"user_id": user}
-                call("LEAVE", keys.channel(name), self.node, name, count, user, keys.bus,
-                     self._event("pusher_internal:member_removed", removed, name))
-        for (name, user), member in members.items():
-            added = {"user_id": member.user_id, "user_info": member.user_info}
-            call("JOIN", keys.channel(name), self.node, name, channels[name].local_sockets,
-                 user, wire.dumps(member.user_info), _NO_LIMIT, keys.bus,
-                 self._event("pusher_internal:member_added", added, name))
-        for name, channel in channels.items():
-            call("JOIN", keys.channel(name), self.node, name, channel.local_sockets, "",
-                 b"", _NO_LIMIT, keys.bus, b"")
-        counted = {_text(k): int(v) for k, v in ledger_users.items()}
-        for user in counted.keys() | users.keys():
-            delta = users.get(user, 0) - counted.get(user, 0)
-            if delta:
-                call("USERS", [keys.users, keys.node_users], user, delta, keys.bus,
-                     self._message(b"w", user, "1"), self._message(b"w", user, "0"))
+        for call in resync_calls(keys, self.node, ledger, channels, users):
+            _queue_call(pipe, self._scripts[call.script], call)
         await pipe.execute()
         log.info("app %s resynchronised with redis: %d channel(s), %d member(s), %d user(s)",
-                 app_id, len(channels), len(members), len(users))
+                 app_id, len(channels), sum(len(c.members) for c in channels), len(users))
 
     async def _load_cache(self, app_id: str) -> None:
         """Cache channels' last events, for a node that starts or comes back."""
-        pattern = f"{self._keys[app_id].base}:cache:*"
-        async for key in self._redis.scan_iter(match=pattern, count=500):
+        keys = self._keys[app_id]
+        async for key in self._redis.scan_iter(match=keys.cache_pattern, count=500):
             pipe = self._redis.pipeline(transaction=False)
             pipe.get(key)
             pipe.pttl(key)
             payload, ttl_ms = await pipe.execute()
             if payload is not None and ttl_ms > 0:
-                channel = _text(key).split(":cache:", 1)[1]
+                channel = keys.cache_channel(_text(key))
                 self._keep(app_id, channel, payload, ttl_ms / 1000)
 
     async def _refresh_rosters(self) -> None:
@@ -692,7 +557,7 @@ class RedisAdapter:
             for channel in list(self.hub.channels(app_id)):
                 if not channel.kind.presence or not channel.subscribers:
                     continue
-                roster = await self._redis.hgetall(f"{keys.base}:pm:{channel.name}")
+                roster = await self._redis.hgetall(keys.roster(channel.name))
                 members = {_text(k): wire.loads(v) for k, v in roster.items()}
                 self.hub.resend_roster(app_id, channel.name, members)
 
@@ -702,7 +567,7 @@ class RedisAdapter:
         return self.hub.local_connection_count(app_id) + self._remote_connections.get(app_id, 0)
 
     async def channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
-        if not self._up:
+        if not self.ready:
             return await self._local.channels(app_id, prefix)
         keys = self._keys[app_id]
         names = sorted(n for n in map(_text, await self._redis.smembers(keys.channels))
@@ -710,30 +575,30 @@ class RedisAdapter:
         return dict(zip(names, await self._counts(keys, names), strict=True))
 
     async def channel(self, app_id: str, name: str) -> ChannelCounts | None:
-        if not self._up:
+        if not self.ready:
             return await self._local.channel(app_id, name)
         counts = (await self._counts(self._keys[app_id], [name]))[0]
         return counts if counts.subscription_count else None
 
-    async def _counts(self, keys: _Keys, names: list[str]) -> list[ChannelCounts]:
+    async def _counts(self, keys: AppKeys, names: list[str]) -> list[ChannelCounts]:
         pipe = self._redis.pipeline(transaction=False)
         for name in names:
-            pipe.hvals(f"{keys.base}:ch:{name}")
-            pipe.hlen(f"{keys.base}:pm:{name}")
+            pipe.hvals(keys.sockets(name))
+            pipe.hlen(keys.roster(name))
         replies = await pipe.execute()
         return [ChannelCounts(sum(map(int, replies[i])), replies[i + 1])
                 for i in range(0, len(replies), 2)]
 
     async def members(self, app_id: str, name: str) -> list[str]:
-        if not self._up:
+        if not self.ready:
             return await self._local.members(app_id, name)
-        return [_text(u) for u in await self._redis.hkeys(f"{self._keys[app_id].base}:pm:{name}")]
+        return [_text(u) for u in await self._redis.hkeys(self._keys[app_id].roster(name))]
 
 
     async def take(self, app_id: str, bucket: str, cost: int, limit: int) -> float | None:
-        if self._up:
+        if self.ready:
             now = time.time()
-            window = f"{self._keys[app_id].base}:rate:{bucket}:{int(now)}"
+            window = self._keys[app_id].rate(bucket, int(now))
             try:
                 taken = await self._scripts["RATE"](keys=[window], args=[cost, limit])
             except _UNREACHABLE as error:
@@ -743,10 +608,17 @@ class RedisAdapter:
         return await self._local.take(app_id, bucket, cost, limit)
 
 
+def _member_entry(entry: str) -> tuple[str, str]:
+    """(channel, user id) of a member ledger entry, ``channel\0user``."""
+    name, _, user = entry.partition("\0")
+    return name, user
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _lease(entry: tuple[bytes | str, float]) -> tuple[str, float]:
-    """A node and its lease expiry, from ``ZRANGE {prefix}:nodes ... WITHSCORES``."""
+def _lease(entry: Any) -> tuple[str, float]:
+    """A node and its lease expiry, from ``ZRANGE {prefix}:nodes ... WITHSCORES`` (a
+    ``(member, score)`` pair; redis-py types a reply as any of its shapes)."""
     return _text(entry[0]), float(entry[1])
