@@ -23,7 +23,8 @@ __all__ = ["Channel", "Member", "Subscriber", "channel_record", "count_record",
 
 
 class Subscriber(Protocol):
-    """What the hub needs of a connection."""
+    """What the hub (and the gateway, through the hub's :meth:`connections`) needs of a
+    connection."""
 
     socket_id: str
     app: AppConfig
@@ -34,6 +35,12 @@ class Subscriber(Protocol):
     def send(self, frame: bytes) -> None: ...
 
     def fail(self, error: wire.PusherError) -> None: ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Close from the server side (terminate, drain, shutdown)."""
+
+    def check_activity(self) -> None:
+        """Ping if silent, close if a ping went unanswered (the gateway's liveness check)."""
 
 
 @dataclass(slots=True)

@@ -246,7 +246,9 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def add_stats_commands(commands: Any) -> argparse.ArgumentParser:
+def add_stats_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add ``stats`` (and ``stats prune``) to the ``add_subparsers()`` object of the CLI.
 
     Both set ``args.run`` to the function to call with ``args``.

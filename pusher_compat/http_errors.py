@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadStatusLine, HttpProcessingError, LineTooLong
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict
@@ -70,7 +71,7 @@ def retry_after(seconds: float) -> tuple[str, str]:
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """aiohttp's own errors (no route, wrong method, body too large) as JSON; a handler's
     crash as a JSON 500, its traceback logged (that one is a bug)."""
     try:

@@ -191,8 +191,8 @@ class HttpGuard(asyncio.Protocol):
         if pending is not None:
             pending.finish()
 
-    def eof_received(self) -> bool | None:
-        return self._handler.eof_received()
+    def eof_received(self) -> None:
+        self._handler.eof_received()
 
     def pause_writing(self) -> None:
         self._handler.pause_writing()

@@ -433,7 +433,8 @@ class Hub:
         error = wire.SubscriptionError(
             channel.name, "LimitReached",
             f"The maximum number of members in a presence channel "
-            f"({connection.app.max_presence_members}) has been reached", 4100,
+            f"({connection.app.max_presence_members}) has been reached",
+            wire.SubscriptionStatus.PRESENCE_FULL,
         )
         for frame in error.to_frames():
             connection.send(frame)

@@ -127,8 +127,8 @@ def verify_request(
         expected = sign_request(method, path, params, secret).encode()
         if hmac.compare_digest(expected, signature.encode()):
             return
-    expected = _string_to_sign(method, paths[0], params).replace("\n", "\\n")
+    string_to_sign = _string_to_sign(method, paths[0], params).replace("\n", "\\n")
     raise RequestSignatureError(
-        f'Invalid signature: you should have sent HmacSHA256Hex("{expected}", '
+        f'Invalid signature: you should have sent HmacSHA256Hex("{string_to_sign}", '
         f'your_secret_key), but you sent "{signature}"'
     )

@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Protocol
 from . import wire
 
 if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
+
     from .adapters.base import Adapter
     from .adapters.redis import RedisAdapter
     from .config import ServerConfig
@@ -268,7 +270,8 @@ class RedisWebhookStore(_Batched):
     async def _write(self, batch: dict[str, Stored | None]) -> None:
         from .adapters.redis_writer import UNREACHABLE
 
-        added = {i: d.dumps() for i, d in batch.items() if d is not None}
+        added: dict[FieldT, EncodableT] = {
+            i: d.dumps() for i, d in batch.items() if d is not None}
         removed = [i for i, d in batch.items() if d is None]
         pipe = self._redis.pipeline(transaction=False)
         if added:

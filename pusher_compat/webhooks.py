@@ -498,7 +498,7 @@ class Webhooks:
     def _backoff(self, attempts: int) -> float:
         """1, 2, 4 ... base units capped at 60 s, with ±20 % jitter so that many failing
         deliveries to one endpoint do not retry in lockstep."""
-        delay = min(_MAX_BACKOFF_SECONDS, self._retry_base * 2 ** (attempts - 1))
+        delay = min(_MAX_BACKOFF_SECONDS, self._retry_base * 2.0 ** (attempts - 1))
         return delay * random.uniform(0.8, 1.2)
 
     async def _attempt(self, delivery: _Delivery) -> bool:

@@ -240,7 +240,7 @@ class WebSocket:
         """Bytes the peer may still send while ``DISCARDING`` before we stop waiting."""
         self.state = State.OPEN
 
-    def receive(self, data: bytes) -> list[Event]:
+    def receive(self, data: bytes | bytearray) -> list[Event]:
         """The events in ``data`` (and in what earlier calls left incomplete), in order.
 
         Nothing more is parsed after a :class:`Close` event, except, after a failure (state
@@ -271,7 +271,7 @@ class WebSocket:
         self.state = State.CLOSING
         return close_frame(code, reason)
 
-    def _discard(self, data: bytes) -> bytes:
+    def _discard(self, data: bytes | bytearray) -> bytes | bytearray:
         """Drop what is left of a skipped frame; count every byte against the budget."""
         self._budget -= len(data)
         if self._budget < 0:
@@ -311,7 +311,7 @@ class WebSocket:
         instead of being copied on every read."""
         if self.state is State.CLOSED or offset == len(data):
             self._buffer = b""
-        elif data is self._buffer:
+        elif isinstance(self._buffer, bytearray) and data is self._buffer:
             del self._buffer[:offset]
         else:
             self._buffer = bytearray(data[offset:])
