@@ -402,9 +402,12 @@ def test_memory_of_sockets_at_the_default_channel_limit_is_returned() -> None:
 @pytest.mark.slow
 def test_memory_of_100000_channel_sockets_is_reused_not_accumulated() -> None:
     """What a 100,000-channel socket used is kept by the allocator (arenas pinned by a few
-    survivors) but reused by the next one: RSS does not climb round after round."""
+    survivors) but reused by the next one: RSS does not climb round after round. Accumulating
+    would add a socket's whole working set (about 55 MiB) each round; reuse leaves the rounds
+    after the first within fragmentation noise, well under half of that."""
     figures = hold_channels("--channels", "100000", "--rounds", "3")
     first, *_, last = figures["rss_after_each_kib"]
-    assert last - first < 16 * 1024, figures
+    working_set = figures["rss_peak_kib"] - figures["rss_before_kib"]
+    assert last - first < working_set / 2, figures
     assert figures["growth_kib"] < 40 * 1024, figures
     assert figures["up_max_ms"] < 100, figures
