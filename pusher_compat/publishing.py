@@ -65,8 +65,7 @@ class Publisher:
         invalid = channel_name_error(channel, app.max_channel_name_length)
         if invalid:
             raise HttpError(400, invalid)
-        if not isinstance(data, str):
-            data = wire.dumps(data).decode()
+        data = wire.event_data(data)
         size = len(data.encode())
         limit = app.max_event_payload_bytes
         if max_data_bytes is not None:
