@@ -201,9 +201,7 @@ class RedisAdapter:
                     break
                 await asyncio.sleep(0.01)
         for task in [*self._tasks, *filter(None, [self._listener, self._flusher])]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancelled(task)
         if self.ready:
             with contextlib.suppress(*_UNREACHABLE):
                 await self._reap(self.node)
@@ -622,3 +620,24 @@ def _lease(entry: Any) -> tuple[str, float]:
     """A node and its lease expiry, from ``ZRANGE {prefix}:nodes ... WITHSCORES`` (a
     ``(member, score)`` pair; redis-py types a reply as any of its shapes)."""
     return _text(entry[0]), float(entry[1])
+
+
+_CANCEL_TRIES = 50
+"""Cancellations sent to one task on close, 0.1 s apart, before it is left behind."""
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended. redis-py can swallow a cancellation that
+    lands inside a pipeline's reply read, and the task then waits for its next command for
+    ever (two adapters in one process hung their close this way): so the cancellation is
+    repeated until the task is done, for at most ``_CANCEL_TRIES`` tenths of a second."""
+    for _ in range(_CANCEL_TRIES):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.done():
+        log.warning("a Redis adapter task did not stop when cancelled: %r", task)
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a Redis adapter task had failed: %r", task.exception())
