@@ -17,7 +17,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pusher
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -254,6 +256,13 @@ def run_php(php: str, server: ServerProcess, method: str, *args: object,
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert lines, f"trigger.php printed nothing ({result.returncode}); stderr:\n{result.stderr}"
     return json.loads(lines[-1])
+
+
+def python_sdk(server: ServerProcess, **options: Any) -> pusher.Pusher:
+    """The official Python SDK configured for ``server``'s app (``options``: more of its
+    constructor's arguments, e.g. an encryption master key)."""
+    return pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
+                         host=server.host, port=server.port, ssl=False, **options)
 
 
 def free_port() -> int:

@@ -5,10 +5,12 @@ a test server that serves exactly as ``pusher-compat serve`` does; and a webhook
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 import json
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -28,9 +30,46 @@ __all__ = [
     "DOWN", "MASK", "SWITCHING", "UPGRADE", "FakeClock",
     "GatewayTestServer", "ListSink",
     "RawSocket", "Receiver", "Recorder", "Request", "WsClient",
-    "assert_each_delivery_arrived_intact", "client_frame", "subscribe_one_delivery_each",
+    "assert_each_delivery_arrived_intact", "client_frame", "compact", "error", "event_text",
+    "signed_query", "subscribe_one_delivery_each",
     "unframe", "until", "upgraded",
 ]
+
+
+# -- expected frames and signed requests ---------------------------------------------------
+
+
+def compact(value: Any) -> str:
+    """JSON as the server frames it: no spaces, UTF-8 kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def error(code: int | None, message: Any) -> dict[str, Any]:
+    """A ``pusher:error`` frame, parsed (protocol.md §1.4)."""
+    return {"event": "pusher:error", "data": {"code": code, "message": message}}
+
+
+def event_text(event: str, channel: str, data: str) -> str:
+    """The exact text frame of a channel event (protocol.md §7.4)."""
+    return compact({"event": event, "channel": channel, "data": data})
+
+
+def signed_query(method: str, path: str, key: str, secret: str, body: bytes = b"",
+                 query: dict[str, str] | None = None, timestamp: int | None = None
+                 ) -> dict[str, str]:
+    """The query string of an HTTP API request signed exactly as the SDKs sign it
+    (protocol.md §7.2): ``query`` plus the ``auth_*`` parameters, and ``body_md5`` when
+    there is a body; ``timestamp`` defaults to now."""
+    params = {
+        "auth_key": key,
+        "auth_timestamp": str(int(time.time()) if timestamp is None else timestamp),
+        "auth_version": "1.0",
+        **(query or {}),
+    }
+    if body:
+        params["body_md5"] = hashlib.md5(body).hexdigest()
+    params["auth_signature"] = signatures.sign_request(method, path, params, secret)
+    return params
 
 
 def unframe(frame: bytes) -> str:

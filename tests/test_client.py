@@ -11,16 +11,10 @@ import json
 from collections.abc import Callable
 
 import aiohttp
-import pusher
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, python_sdk
 
 from pusher_compat.client import Client, ClientError, SubscriptionError, connect
-
-
-def sdk(server: ServerProcess) -> pusher.Pusher:
-    return pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
-                         host=server.host, port=server.port, ssl=False)
 
 
 async def join(client: Client, server: ServerProcess, channel: str, user: str) -> None:
@@ -32,7 +26,7 @@ async def test_public_channel_receives_events_from_the_python_sdk(server: Server
     async with connect(server.url, server.key) as client:
         assert client.socket_id.count(".") == 1
         await client.subscribe("orders")
-        await asyncio.to_thread(sdk(server).trigger, "orders", "shipped", {"id": 17})
+        await asyncio.to_thread(python_sdk(server).trigger, "orders", "shipped", {"id": 17})
         event = await client.next_event(channel="orders")
         assert (event.event, event.channel, event.data) == ("shipped", "orders", {"id": 17})
         # The raw message keeps data as the JSON string the server sent.
@@ -43,7 +37,7 @@ async def test_events_iterator_and_filters_keep_unmatched_events(server: ServerP
     async with connect(server.url, server.key) as client:
         await client.subscribe("a")
         await client.subscribe("b")
-        api = sdk(server)
+        api = python_sdk(server)
         await asyncio.to_thread(api.trigger, "a", "first", "1")
         await asyncio.to_thread(api.trigger, "b", "second", "2")
         # Asking for b's event first leaves a's in the buffer, in order.
@@ -59,7 +53,7 @@ async def test_private_channel_signed_locally(server: ServerProcess) -> None:
     async with connect(server.url, server.key) as client:
         channel = "private-orders.17"
         await client.subscribe(channel, auth=client.sign_private(channel, server.secret))
-        await asyncio.to_thread(sdk(server).trigger, channel, "updated", {"state": "paid"})
+        await asyncio.to_thread(python_sdk(server).trigger, channel, "updated", {"state": "paid"})
         assert (await client.next_event(channel=channel)).data == {"state": "paid"}
 
 
@@ -82,7 +76,7 @@ async def test_presence_members_and_client_events(server: ServerProcess) -> None
             with pytest.raises(TimeoutError):
                 await bob.next_event(event="client-typing", timeout=0.3)
 
-            users = await asyncio.to_thread(sdk(server).users_info, room)
+            users = await asyncio.to_thread(python_sdk(server).users_info, room)
             assert sorted(user["id"] for user in users["users"]) == ["ann", "bob"]
         # Leaving the block closed Bob's socket cleanly: the server saw him go.
         removed = await ann.next_event(channel=room, event="pusher_internal:member_removed")
@@ -149,7 +143,7 @@ async def test_answers_server_pings(server_factory: Callable[..., ServerProcess]
             assert silent.close_code == 4201
         await asyncio.sleep(1.5)
         assert not client.closed
-        await asyncio.to_thread(sdk(server).trigger, "ticks", "tick", {"n": 1})
+        await asyncio.to_thread(python_sdk(server).trigger, "ticks", "tick", {"n": 1})
         assert (await client.next_event(channel="ticks")).data == {"n": 1}
 
 

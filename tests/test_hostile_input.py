@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
-from helpers import GatewayTestServer, ListSink
+from helpers import GatewayTestServer, ListSink, error, signed_query
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -53,9 +53,6 @@ ALLOWED_CLOSE_CODES = frozenset(int(c) for c in wire.Code if int(c) < 4300) | fr
     range(1000, 2000)
 )
 
-
-def error(code: int | None, message: str) -> dict[str, Any]:
-    return {"event": "pusher:error", "data": {"code": code, "message": message}}
 
 
 def subscription_error(channel: str, type_: str, message: str, status: int) -> dict[str, Any]:
@@ -598,10 +595,7 @@ PATH = f"/apps/{APP_ID}/events"
 
 
 def signed_request() -> tuple[str, str, dict[str, str], bytes]:
-    params = {"auth_key": KEY, "auth_timestamp": str(NOW), "auth_version": "1.0",
-              "body_md5": hashlib.md5(BODY).hexdigest()}
-    params["auth_signature"] = signatures.sign_request("POST", PATH, params, SECRET)
-    return "POST", PATH, params, BODY
+    return "POST", PATH, signed_query("POST", PATH, KEY, SECRET, BODY, timestamp=NOW), BODY
 
 
 def test_the_unmutated_signed_request_verifies() -> None:

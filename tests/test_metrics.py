@@ -8,9 +8,7 @@ in-process aiohttp server; HTTP API calls are real signed requests to it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,9 @@ import prometheus_client
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess, free_port
-from helpers import CountingClient
+from helpers import CountingClient, signed_query
 from prometheus_client.parser import text_string_to_metric_families
 
-from pusher_compat import signatures
 from pusher_compat.apps import Apps
 from pusher_compat.config import AppConfig, ServerConfig, Settings
 from pusher_compat.http_api import HttpApi
@@ -49,21 +46,11 @@ def server_app(hub: Hub, webhooks: Any = None) -> web.Application:
     return app
 
 
-def signed(method: str, path: str, body: bytes = b"", secret: str = APP.secret,
-           **query: str) -> dict[str, str]:
-    params = {"auth_key": APP.key, "auth_timestamp": str(int(time.time())),
-              "auth_version": "1.0", **query}
-    if body:
-        params["body_md5"] = hashlib.md5(body).hexdigest()
-    params["auth_signature"] = signatures.sign_request(method, path, params, secret)
-    return params
-
-
 async def api(client: TestClient, method: str, path: str, payload: Any = None,
               secret: str = APP.secret, **query: str) -> int:
     body = json.dumps(payload).encode() if payload is not None else b""
-    response = await client.request(method, path, params=signed(method, path, body, secret,
-                                                                **query),
+    response = await client.request(method, path, params=signed_query(method, path, APP.key, secret,
+                                                                      body, query),
                                     data=body, headers={"Content-Type": "application/json"})
     await response.read()
     return response.status
@@ -297,9 +284,7 @@ async def test_server_serves_metrics_statistics_and_json_logs(
         assert sample.value == 1
         await asyncio.sleep(0.5)
         path = "/apps/1001/statistics"
-        params = {"auth_key": "app-key", "auth_timestamp": str(int(time.time())),
-                  "auth_version": "1.0"}
-        params["auth_signature"] = signatures.sign_request("GET", path, params, "app-secret")
+        params = signed_query("GET", path, "app-key", "app-secret")
         stats = await (await session.get(server.url + path, params=params)).json()
     assert stats["recording"] is True
     assert stats["current"] == {"connections": 1, "channels": 1, "subscriptions": 1}

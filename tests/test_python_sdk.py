@@ -18,19 +18,13 @@ import pusher
 import pusher.errors
 import pytest
 from aiohttp import WSMsgType
-from conftest import ServerProcess
-from helpers import WsClient
+from conftest import ServerProcess, python_sdk
+from helpers import WsClient, event_text
 
 from pusher_compat import signatures
 
 TIMEOUT = 2.0
 MASTER_KEY = b"01234567890123456789012345678901"
-
-
-def event_text(event: str, channel: str, data: str) -> str:
-    """The exact text frame of a channel event (protocol.md §7.4)."""
-    return json.dumps({"event": event, "channel": channel, "data": data},
-                      separators=(",", ":"), ensure_ascii=False)
 
 
 class Socket(WsClient):
@@ -70,9 +64,7 @@ class Socket(WsClient):
 
 @pytest.fixture
 def sdk(server) -> pusher.Pusher:
-    return pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
-                         host=server.host, port=server.port, ssl=False,
-                         encryption_master_key_base64=base64.b64encode(MASTER_KEY))
+    return python_sdk(server, encryption_master_key_base64=base64.b64encode(MASTER_KEY))
 
 
 @pytest.fixture

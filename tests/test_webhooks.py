@@ -18,12 +18,21 @@ import aiohttp
 import pusher
 import pytest
 from conftest import ServerProcess
-from helpers import FakeClock, ListSink, ManualScheduler, Receiver, Request, WsClient, until
+from helpers import (
+    FakeClock,
+    ListSink,
+    ManualScheduler,
+    Receiver,
+    Request,
+    WsClient,
+    signed_query,
+    until,
+)
 
 from pusher_compat.config import AppConfig, ServerConfig, WebhookEndpoint
 from pusher_compat.connection import Connection
 from pusher_compat.hub import Hub
-from pusher_compat.signatures import channel_string, sign_auth, sign_request, webhook_signature
+from pusher_compat.signatures import channel_string, sign_auth, webhook_signature
 from pusher_compat.webhooks import DeliveryTotals, NotReplayable, Webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -713,9 +722,7 @@ async def test_node_sdk_webhook_is_valid_refuses_a_tampered_body(
 
 async def signed_request(session: aiohttp.ClientSession, server: ServerProcess, method: str,
                          path: str) -> aiohttp.ClientResponse:
-    params = {"auth_key": server.key, "auth_timestamp": str(int(time.time())),
-              "auth_version": "1.0"}
-    params["auth_signature"] = sign_request(method, path, params, server.secret)
+    params = signed_query(method, path, server.key, server.secret)
     return await session.request(method, server.url + path, params=params)
 
 
