@@ -52,6 +52,28 @@ secret = "disabled-secret"
 enabled = false
 """
 
+
+
+def webhook_config(url: str, event_types: str, server: str = "", app: str = "") -> str:
+    """The config of the default test app ``1001`` posting webhooks of ``event_types`` (a
+    TOML list) to ``url``; ``server`` holds the lines of ``[server]``, ``app`` more lines of
+    the app."""
+    return f"""
+[server]
+{server}
+
+[[apps]]
+id = "1001"
+key = "app-key"
+secret = "app-secret"
+{app}
+
+[[apps.webhooks]]
+url = "{url}"
+event_types = {event_types}
+"""
+
+
 _LISTEN_RE = re.compile(r"listening on https?://[^:]+:(\d+)")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
-from conftest import ServerProcess, python_sdk
+from conftest import DEFAULT_CONFIG, ServerProcess, python_sdk
 
 from pusher_compat.client import Client, ClientError, SubscriptionError, connect
 
@@ -147,9 +147,13 @@ async def test_answers_server_pings(server_factory: Callable[..., ServerProcess]
         assert (await client.next_event(channel="ticks")).data == {"n": 1}
 
 
-async def test_next_event_after_server_close_raises(server: ServerProcess) -> None:
+async def test_next_event_after_server_close_raises(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory(DEFAULT_CONFIG.replace("[server]\n", "[server]\ndrain_seconds = 0\n"))
     async with connect(server.url, server.key) as client:
-        server.stop()
+        # In a thread: the loop must go on reading, to answer the server's closing handshake.
+        await asyncio.to_thread(server.stop)
         with pytest.raises(ClientError) as closed:
             await client.next_event(timeout=10)
         assert client.closed

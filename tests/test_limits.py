@@ -376,7 +376,7 @@ async def test_up_answers_within_100_ms_while_a_socket_with_100000_channels_is_r
 def hold_channels(*args: str) -> dict[str, Any]:
     """Run ``bench/hold_channels.py`` (its own server) and return its JSON line."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "hold_channels.py"), "--settle", "1", *args],
+        [sys.executable, str(ROOT / "bench" / "hold_channels.py"), "--settle", "0.25", *args],
         capture_output=True, text=True, timeout=110, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr

@@ -282,10 +282,20 @@ async def test_server_serves_metrics_statistics_and_json_logs(
         (sample,) = [s for s in families["pusher_compat_connections"].samples
                      if s.labels == {"app": "1001"}]
         assert sample.value == 1
-        await asyncio.sleep(0.5)
         path = "/apps/1001/statistics"
-        params = signed_query("GET", path, "app-key", "app-secret")
-        stats = await (await session.get(server.url + path, params=params)).json()
+
+        async def statistics() -> dict[str, Any]:
+            params = signed_query("GET", path, "app-key", "app-secret")
+            return await (await session.get(server.url + path, params=params)).json()
+
+        def subscribed(stats: dict[str, Any]) -> bool:
+            return any(row["ws_messages_in"] for row in stats["statistics"])
+
+        # An interval (0.2 s) is written once it ends: poll for the one with the subscribe.
+        deadline = asyncio.get_running_loop().time() + 5
+        while not subscribed(stats := await statistics()):
+            assert asyncio.get_running_loop().time() < deadline, stats
+            await asyncio.sleep(0.02)
     assert stats["recording"] is True
     assert stats["current"] == {"connections": 1, "channels": 1, "subscriptions": 1}
     assert stats["statistics"][0]["connections_peak"] == 1

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pusher
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, webhook_config
 from helpers import (
     FakeClock,
     ListSink,
@@ -730,20 +730,9 @@ async def test_server_sends_configured_webhooks_and_lists_them_in_the_api(
     receiver: Receiver, server_factory: Callable[..., ServerProcess]
 ) -> None:
     receiver.failures = 1
-    server = server_factory(f"""
-        [server]
-        webhook_batch_seconds = 0.02
-        webhook_retry_seconds = 0.5
-
-        [[apps]]
-        id = "1001"
-        key = "app-key"
-        secret = "app-secret"
-
-        [[apps.webhooks]]
-        url = "{receiver.url()}"
-        event_types = ["channel_occupied"]
-    """)
+    server = server_factory(webhook_config(
+        receiver.url(), '["channel_occupied"]',
+        server="webhook_batch_seconds = 0.02\nwebhook_retry_seconds = 0.5"))
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(server.ws_url())
         await ws.receive_str()
@@ -781,19 +770,8 @@ async def test_server_sends_configured_webhooks_and_lists_them_in_the_api(
 async def test_api_lists_a_truncated_delivery_and_refuses_to_replay_it_with_409(
     receiver: Receiver, server_factory: Callable[..., ServerProcess]
 ) -> None:
-    server = server_factory(f"""
-        [server]
-        webhook_batch_seconds = 0.02
-
-        [[apps]]
-        id = "1001"
-        key = "app-key"
-        secret = "app-secret"
-
-        [[apps.webhooks]]
-        url = "{receiver.url()}"
-        event_types = ["client_event"]
-    """)
+    server = server_factory(webhook_config(
+        receiver.url(), '["client_event"]', server="webhook_batch_seconds = 0.02"))
     async with aiohttp.ClientSession() as session:
         ws = await private_socket(session, server, "private-chat")
         await ws.send_str(json.dumps({"event": "client-m", "channel": "private-chat",
@@ -904,21 +882,11 @@ async def test_client_event_flood_to_a_silent_endpoint_keeps_memory_within_the_b
 ) -> None:
     """Issue #12.3 scaled down (20 sockets for 10 s, not 40 for 30 s). Without byte budgets
     the server grew by 41 MiB here; with these budgets (5 MiB) it grows by 7 to 10 MiB."""
-    server = server_factory(f"""
-        [server]
-        webhook_max_pending_bytes = {PENDING_BUDGET}
-        webhook_log_max_bytes = {LOG_BUDGET}
-
-        [[apps]]
-        id = "1001"
-        key = "app-key"
-        secret = "app-secret"
-        max_client_events_per_second = {FLOOD_RATE * 2}
-
-        [[apps.webhooks]]
-        url = "{silent_url}"
-        event_types = ["client_event"]
-    """)
+    server = server_factory(webhook_config(
+        silent_url, '["client_event"]',
+        server=f"webhook_max_pending_bytes = {PENDING_BUDGET}\n"
+               f"webhook_log_max_bytes = {LOG_BUDGET}",
+        app=f"max_client_events_per_second = {FLOOD_RATE * 2}"))
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as session:
         await asyncio.to_thread(up_seconds, server)
