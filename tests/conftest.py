@@ -190,6 +190,15 @@ def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     return server_factory()
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server with the default test apps for a whole module, for tests that only read
+    from it: each uses channels and users of its own, so none sees what another did."""
+    server = start_server(DEFAULT_CONFIG, tmp_path_factory.mktemp("shared-server"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[GatewayTestServer]:
     """The default test apps served in this process through the real listener: the same
