@@ -17,6 +17,12 @@ from conftest import DEFAULT_CONFIG, ServerProcess, python_sdk
 from pusher_compat.client import Client, ClientError, SubscriptionError, connect
 
 
+@pytest.fixture(scope="module")
+def server(shared_server: ServerProcess) -> ServerProcess:
+    """The module's one server: each test uses channels of its own."""
+    return shared_server
+
+
 async def join(client: Client, server: ServerProcess, channel: str, user: str) -> None:
     auth, channel_data = client.sign_presence(channel, server.secret, user, {"name": user})
     await client.subscribe(channel, auth=auth, channel_data=channel_data)
