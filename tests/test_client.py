@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
 from conftest import DEFAULT_CONFIG, ServerProcess, python_sdk
+from helpers import GatewayTestServer, ManualScheduler, signed_query
 
 from pusher_compat.client import Client, ClientError, SubscriptionError, connect
+from pusher_compat.config import load_settings
+from pusher_compat.server import create_app
 
 
 @pytest.fixture(scope="module")
@@ -127,30 +131,42 @@ async def test_refused_connection_raises_with_the_close_code(server: ServerProce
     assert disabled.value.code == 4003
 
 
-async def test_answers_server_pings(server_factory: Callable[..., ServerProcess]) -> None:
-    server = server_factory("""
-        [server]
-        activity_timeout = 1
-        pong_timeout = 1
-
-        [[apps]]
-        id = "1001"
-        key = "app-key"
-        secret = "app-secret"
-    """)
-    async with connect(server.url, server.key) as client, aiohttp.ClientSession() as session:
+async def test_answers_server_pings(tmp_path: Path) -> None:
+    timers = ManualScheduler()
+    config = tmp_path / "pings.toml"
+    config.write_text(DEFAULT_CONFIG.replace("activity_timeout = 30",
+                                             "activity_timeout = 1\npong_timeout = 1"))
+    app = create_app(load_settings(config, env={}), clock=timers.time, scheduler=timers)
+    async with GatewayTestServer(app) as served, aiohttp.ClientSession() as session, \
+            connect(str(served.make_url("")), "app-key") as client:
         assert client.activity_timeout == 1
         await client.subscribe("ticks")
+
+        async def tick(n: int) -> None:
+            """An event the server writes to the client after everything before it."""
+            body = json.dumps({"name": "tick", "channels": ["ticks"],
+                               "data": json.dumps({"n": n})}).encode()
+            path = "/apps/1001/events"
+            params = signed_query("POST", path, "app-key", "app-secret", body)
+            async with session.post(served.make_url(path), params=params, data=body,
+                                    headers={"Content-Type": "application/json"}) as response:
+                assert response.status == 200
+            assert (await client.next_event(channel="ticks")).data == {"n": n}
+
         # A control socket that never answers pusher:ping is closed with 4201 meanwhile.
-        async with session.ws_connect(server.ws_url()) as silent:
-            async with asyncio.timeout(8):
+        async with session.ws_connect(served.make_url("/app/app-key?protocol=7")) as silent:
+            for n in range(2):
+                await timers.advance(1)  # both sockets pinged; then the silent one closed
+                # The client has read the ping (and sent its pong) before this event...
+                await tick(n)
+                # ...and the server has read that pong before it answers this subscription.
+                await client.subscribe(f"after-ping-{n}")
+            async with asyncio.timeout(5):
                 async for _ in silent:
                     pass
             assert silent.close_code == 4201
-        await asyncio.sleep(1.5)
         assert not client.closed
-        await asyncio.to_thread(python_sdk(server).trigger, "ticks", "tick", {"n": 1})
-        assert (await client.next_event(channel="ticks")).data == {"n": 1}
+        await tick(2)
 
 
 async def test_next_event_after_server_close_raises(
