@@ -190,13 +190,18 @@ def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     return server_factory()
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server with the default test apps for a whole module, for tests that only read
-    from it: each uses channels and users of its own, so none sees what another did."""
-    server = start_server(DEFAULT_CONFIG, tmp_path_factory.mktemp("shared-server"))
-    yield server
-    server.stop()
+def module_server(config_text: str = DEFAULT_CONFIG) -> Callable[..., Iterator[ServerProcess]]:
+    """A module-scoped fixture: one server with ``config_text`` for all the tests of a module
+    (``server = module_server()``), for tests that only read from it: each must use
+    channels, users and sockets of its own, so none sees what another did."""
+
+    @pytest.fixture(scope="module")
+    def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+        server = start_server(config_text, tmp_path_factory.mktemp("module-server"))
+        yield server
+        server.stop()
+
+    return shared
 
 
 @pytest.fixture

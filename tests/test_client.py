@@ -13,18 +13,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import DEFAULT_CONFIG, ServerProcess, python_sdk
+from conftest import DEFAULT_CONFIG, ServerProcess, module_server, python_sdk
 from helpers import GatewayTestServer, ManualScheduler, signed_query
 
 from pusher_compat.client import Client, ClientError, SubscriptionError, connect
 from pusher_compat.config import load_settings
 from pusher_compat.server import create_app
 
-
-@pytest.fixture(scope="module")
-def server(shared_server: ServerProcess) -> ServerProcess:
-    """The module's one server: each test uses channels of its own."""
-    return shared_server
+server = module_server()  # each test uses channels of its own
 
 
 async def join(client: Client, server: ServerProcess, channel: str, user: str) -> None:

@@ -10,7 +10,6 @@ after the attack reaches it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import subprocess
 import sys
@@ -682,9 +681,7 @@ async def test_non_ascii_request_signature_over_http_is_401_not_500(
 
 
 async def api_post(client: TestClient, path: str, body: bytes) -> Any:
-    params = {"auth_key": KEY, "auth_timestamp": str(int(time.time())), "auth_version": "1.0",
-              "body_md5": hashlib.md5(body).hexdigest()}
-    params["auth_signature"] = signatures.sign_request("POST", path, params, SECRET)
+    params = signed_query("POST", path, KEY, SECRET, body)
     return await client.post(path, params=params, data=body,
                              headers={"Content-Type": "application/json"})
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ServerProcess, run_node
+from conftest import ServerProcess, module_server, run_node
 
 ANN = {"name": "Ann"}
 BOB = {"name": "Bob"}
@@ -28,11 +28,8 @@ client_events = false
 """
 
 
-@pytest.fixture(scope="module")
-def server(shared_server: ServerProcess) -> ServerProcess:
-    """The module's one server: every script uses channels of its own and closes its
-    sockets before it exits."""
-    return shared_server
+# Every script uses channels of its own and closes its sockets before it exits.
+server = module_server()
 
 
 def run_once(script: str) -> Callable[..., dict[str, Any]]:
