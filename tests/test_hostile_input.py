@@ -772,7 +772,7 @@ async def test_http_body_too_deep_to_handle_is_400_not_500(
 def test_flood_memory_growth_stays_under_20_mib_and_no_channel_is_left() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "flood_memory.py"), "--rounds", "3",
-         "--sockets", "200", "--settle", "1"],
+         "--sockets", "200", "--settle", "0.5"],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
