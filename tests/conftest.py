@@ -78,12 +78,11 @@ _LISTEN_RE = re.compile(r"listening on https?://[^:]+:(\d+)")
 
 
 @dataclass
-class ServerProcess:
-    """A ``pusher-compat serve`` child process listening on a free loopback port."""
+class ServerAddress:
+    """Where a server with the default test apps listens on loopback, and the app the
+    clients use: what the SDK, Node and PHP helpers need of a server."""
 
-    process: subprocess.Popen[str]
     port: int
-    log: list[str]
 
     host = "127.0.0.1"
     app_id = "1001"
@@ -98,6 +97,14 @@ class ServerProcess:
         self, key: str | None = None, query: str = "protocol=7&client=js&version=8.6.0"
     ) -> str:
         return f"ws://{self.host}:{self.port}/app/{key or self.key}?{query}"
+
+
+@dataclass
+class ServerProcess(ServerAddress):
+    """A ``pusher-compat serve`` child process listening on a free loopback port."""
+
+    process: subprocess.Popen[str]
+    log: list[str]
 
     def rss_kib(self) -> int:
         """Resident memory of the server process now (``VmRSS``), in KiB."""
@@ -146,7 +153,7 @@ def start_server(config_text: str, tmp_path: Path, *extra: str,
         log.append(line)
         match = _LISTEN_RE.search(line)
         if match:
-            server = ServerProcess(process, int(match.group(1)), log)
+            server = ServerProcess(port=int(match.group(1)), process=process, log=log)
             _drain(process, log)
             return server
     process.kill()
@@ -215,6 +222,13 @@ async def served(tmp_path: Path) -> AsyncIterator[GatewayTestServer]:
 
 
 @pytest.fixture
+def served_address(served: GatewayTestServer) -> ServerAddress:
+    """:func:`served` for the helpers written for :func:`server` (SDKs, Node scripts): the
+    same apps in this process, for tests that need no process of their own."""
+    return ServerAddress(served.port)
+
+
+@pytest.fixture
 async def raw(served: GatewayTestServer) -> AsyncIterator[RawSocket]:
     """A raw TCP client of :func:`served`."""
     client = await RawSocket.connect(served.host, served.port)
@@ -232,7 +246,7 @@ def node() -> str:
 
 
 def run_node(
-    node: str, server: ServerProcess, script: str, *args: str, timeout: float = 60,
+    node: str, server: ServerAddress, script: str, *args: str, timeout: float = 60,
     env: dict[str, str] | None = None,
 ) -> dict:
     """Run ``tests/node/<script>`` against ``server``; return its last stdout line as JSON.
@@ -246,14 +260,14 @@ def run_node(
     )
     assert result.returncode == 0, (
         f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
-        + "".join(server.log[-30:])
+        + ("".join(server.log[-30:]) if isinstance(server, ServerProcess) else "")
     )
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert lines, f"{script} printed nothing; stderr:\n{result.stderr}"
     return json.loads(lines[-1])
 
 
-def _client_env(server: ServerProcess, env: dict[str, str] | None = None) -> dict[str, str]:
+def _client_env(server: ServerAddress, env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a client script: the server address and the app it uses."""
     return {
         **os.environ,
@@ -281,7 +295,7 @@ def php_sdk() -> str:
     return exe
 
 
-def run_php(php: str, server: ServerProcess, method: str, *args: object,
+def run_php(php: str, server: ServerAddress, method: str, *args: object,
             timeout: float = 60) -> dict:
     """Call ``Pusher\\Pusher::<method>(*args)`` of the PHP SDK against ``server`` through
     ``tests/php/trigger.php``; return its JSON line (``result``, or ``error`` and ``status``)."""
@@ -294,7 +308,7 @@ def run_php(php: str, server: ServerProcess, method: str, *args: object,
     return json.loads(lines[-1])
 
 
-def python_sdk(server: ServerProcess, **options: Any) -> pusher.Pusher:
+def python_sdk(server: ServerAddress, **options: Any) -> pusher.Pusher:
     """The official Python SDK configured for ``server``'s app (``options``: more of its
     constructor's arguments, e.g. an encryption master key)."""
     return pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
