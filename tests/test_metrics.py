@@ -257,6 +257,16 @@ async def test_counting_an_endpoint_twice_counts_each_answer_once(aiohttp_client
 # -- through a real server process ------------------------------------------------------------
 
 
+async def connections_scraped(session: aiohttp.ClientSession, url: str) -> float:
+    """``pusher_compat_connections`` of app ``1001`` in a scrape of ``url``."""
+    response = await session.get(url)
+    assert response.status == 200
+    families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+    (sample,) = [s for s in families["pusher_compat_connections"].samples
+                 if s.labels == {"app": "1001"}]
+    return float(sample.value)
+
+
 async def test_server_serves_metrics_statistics_and_json_logs(
     server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
@@ -276,12 +286,7 @@ async def test_server_serves_metrics_statistics_and_json_logs(
         await ws.receive_str()
         await ws.send_str('{"event":"pusher:subscribe","data":{"channel":"news"}}')
         await ws.receive_str()
-        response = await session.get(f"{server.url}/metrics")
-        assert response.status == 200
-        families = {f.name: f for f in text_string_to_metric_families(await response.text())}
-        (sample,) = [s for s in families["pusher_compat_connections"].samples
-                     if s.labels == {"app": "1001"}]
-        assert sample.value == 1
+        assert await connections_scraped(session, f"{server.url}/metrics") == 1
         path = "/apps/1001/statistics"
 
         async def statistics() -> dict[str, Any]:
@@ -320,12 +325,7 @@ async def test_metrics_port_serves_metrics_there_and_not_on_the_public_port(
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(server.ws_url())
         await ws.receive_str()
-        response = await session.get(f"http://127.0.0.1:{port}/metrics")
-        assert response.status == 200
-        families = {f.name: f for f in text_string_to_metric_families(await response.text())}
-        (sample,) = [s for s in families["pusher_compat_connections"].samples
-                     if s.labels == {"app": "1001"}]
-        assert sample.value == 1
+        assert await connections_scraped(session, f"http://127.0.0.1:{port}/metrics") == 1
         public = await session.get(f"{server.url}/metrics")
         assert (public.status, await public.json()) == (
             404, {"error": "Unknown path /metrics", "code": 404}
