@@ -34,14 +34,12 @@ import hmac
 import json
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from child import HOST, ChildServer, proc_status_kib
+from child import HOST, ChildServer, proc_status_kib, run_scenario
 
 KEY = "hold-key"
 SECRET = "hold-secret"
@@ -209,18 +207,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="hold-channels-") as directory:
-        server = ChildServer(config(args.channels, args.webhooks), Path(directory))
-        log(f"server pid {server.process.pid} on port {server.port}")
-        try:
-            result = asyncio.run(hold(server, args))
-        except (RuntimeError, TimeoutError, aiohttp.ClientError) as error:
-            log(f"run failed: {error!r}")
-            log("server log tail:\n" + "".join(server.log[-20:]))
-            return 1
-        finally:
-            server.stop()
-    print(json.dumps(result, separators=(",", ":")), flush=True)
+    run = run_scenario("hold_channels", config(args.channels, args.webhooks),
+                       lambda server: hold(server, args))
+    if run is None:
+        return 1
+    print(json.dumps(run[1], separators=(",", ":")), flush=True)
     return 0
 
 
