@@ -53,7 +53,6 @@ enabled = false
 """
 
 
-
 def webhook_config(url: str, event_types: str, server: str = "", app: str = "") -> str:
     """The config of the default test app ``1001`` posting webhooks of ``event_types`` (a
     TOML list) to ``url``; ``server`` holds the lines of ``[server]``, ``app`` more lines of
