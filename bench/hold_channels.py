@@ -94,10 +94,12 @@ class Socket:
             for name in names:
                 await self.ws.send_str(json.dumps(
                     {"event": "pusher:subscribe", "data": {"channel": name}}))
-            for name in names:
-                frame = await self.frame()
-                if frame.get("event") != "pusher_internal:subscription_succeeded":
-                    raise RuntimeError(f"subscription to {name} answered {frame}")
+            # One deadline for the batch: a timer per frame costs more than the frame.
+            async with asyncio.timeout(30):
+                for name in names:
+                    frame = json.loads(await self.ws.receive_str())
+                    if frame.get("event") != "pusher_internal:subscription_succeeded":
+                        raise RuntimeError(f"subscription to {name} answered {frame}")
 
     async def join(self, user_id: str) -> None:
         channel_data = json.dumps({"user_id": user_id})
