@@ -11,9 +11,9 @@ import itertools
 import json
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestServer
@@ -31,9 +31,11 @@ __all__ = [
     "GatewayTestServer", "ListSink",
     "RawSocket", "Receiver", "Recorder", "Request", "WsClient",
     "assert_each_delivery_arrived_intact", "client_frame", "compact", "error", "event_text",
-    "signed_query", "subscribe_one_delivery_each",
+    "eventually", "signed_query", "subscribe_one_delivery_each",
     "unframe", "until", "upgraded",
 ]
+
+T = TypeVar("T")
 
 
 # -- expected frames and signed requests ---------------------------------------------------
@@ -483,6 +485,17 @@ async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.005)
+
+
+async def eventually(read: Callable[[], Awaitable[T]], done: Callable[[T], bool],
+                     timeout: float = 5.0) -> T:
+    """Call ``read`` until what it returns is ``done``, and return that; fail after
+    ``timeout`` seconds, showing the last reading (:func:`until` for what needs no await)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done(value := await read()):
+        assert asyncio.get_running_loop().time() < deadline, f"timed out; last: {value!r}"
+        await asyncio.sleep(0.01)
+    return value
 
 
 async def subscribe_one_delivery_each(ws: WsClient, receiver: Receiver, channels: list[str]

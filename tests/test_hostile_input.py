@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
-from helpers import GatewayTestServer, ListSink, error, signed_query
+from helpers import GatewayTestServer, ListSink, error, signed_query, until
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -125,14 +125,6 @@ class Socket:
         return signatures.sign_auth(KEY, SECRET, string)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` (hub state changes after a close are asynchronous)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def assert_still_served(app: web.Application, healthy: Socket,
                               publish: bool = True) -> None:
     """The healthy client answers a ping, and (when subscribed) gets a published event."""
@@ -178,7 +170,7 @@ async def test_invalid_utf8_text_frame_closes_that_socket_with_1007(
     attacker = await Socket.connect(client)
     await attacker.ws.send_frame(payload, WSMsgType.TEXT)
     assert await attacker.close_frame() == (WSMsgType.CLOSE, 1007)
-    await wait_until(lambda: app[HUB].connection_count() == 1)
+    await until(lambda: app[HUB].connection_count() == 1, 5.0)
     await assert_still_served(app, healthy)
 
 
@@ -205,7 +197,7 @@ async def test_fifty_oversized_frames_from_new_sockets_each_close_1009(
         else:
             await attacker.send('{"event":"pusher:ping","data":"' + "x" * (1024 + i) + '"}')
         assert await attacker.close_frame() == (WSMsgType.CLOSE, 1009), i
-    await wait_until(lambda: app[HUB].connection_count() == 1)
+    await until(lambda: app[HUB].connection_count() == 1, 5.0)
     await assert_still_served(app, healthy)
 
 
@@ -297,7 +289,7 @@ async def test_200_connect_subscribe_close_cycles_leave_only_the_healthy_connect
                 await sock.ws.close()  # only frees the client's connection-pool slot
 
     await asyncio.wait_for(churn(), 30)
-    await wait_until(lambda: app[HUB].connection_count() == 1)
+    await until(lambda: app[HUB].connection_count() == 1, 5.0)
     assert [c.name for c in app[HUB].channels(APP_ID)] == [HEALTHY_CHANNEL]
     await assert_still_served(app, healthy)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, WSMsgType
 from aiohttp.test_utils import TestClient
-from helpers import GatewayTestServer, WsClient, compact, event_text, signed_query
+from helpers import GatewayTestServer, WsClient, compact, event_text, eventually, signed_query
 
 from pusher_compat import signatures
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -581,10 +581,10 @@ async def test_channels_empty_after_last_socket_disconnects(api, connect):
     await socket.ws.close()
 
     # The server forgets the socket once its close handshake ends: poll briefly.
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while (body := await (await api.get("/channels")).json()) != {"channels": {}}:
-        assert asyncio.get_running_loop().time() < deadline, body
-        await asyncio.sleep(0.01)
+    async def channels() -> Any:
+        return await (await api.get("/channels")).json()
+
+    await eventually(channels, lambda body: body == {"channels": {}}, TIMEOUT)
 
 
 # -- GET /channels/{name} --------------------------------------------------------------------

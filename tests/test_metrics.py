@@ -7,7 +7,6 @@ in-process aiohttp server; HTTP API calls are real signed requests to it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ import prometheus_client
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess, free_port
-from helpers import CountingClient, signed_query
+from helpers import CountingClient, eventually, signed_query
 from prometheus_client.parser import text_string_to_metric_families
 
 from pusher_compat.apps import Apps
@@ -297,10 +296,7 @@ async def test_server_serves_metrics_statistics_and_json_logs(
             return any(row["ws_messages_in"] for row in stats["statistics"])
 
         # An interval (0.2 s) is written once it ends: poll for the one with the subscribe.
-        deadline = asyncio.get_running_loop().time() + 5
-        while not subscribed(stats := await statistics()):
-            assert asyncio.get_running_loop().time() < deadline, stats
-            await asyncio.sleep(0.02)
+        stats = await eventually(statistics, subscribed)
     assert stats["recording"] is True
     assert stats["current"] == {"connections": 1, "channels": 1, "subscriptions": 1}
     assert stats["statistics"][0]["connections_peak"] == 1

@@ -25,6 +25,7 @@ from helpers import (
     Receiver,
     Request,
     WsClient,
+    eventually,
     signed_query,
     until,
 )
@@ -747,10 +748,7 @@ async def test_server_sends_configured_webhooks_and_lists_them_in_the_api(
             assert response.status == 200
             return (await response.json())["deliveries"]
 
-        deadline = asyncio.get_running_loop().time() + 5
-        while (entries := await log())[0]["status"] == "pending":
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.05)
+        entries = await eventually(log, lambda entries: entries[0]["status"] != "pending")
         assert [(e["status"], e["response_status"]) for e in entries] == [("failed", 500)]
 
         path = f"/apps/1001/webhooks/deliveries/{entries[0]['id']}/replay"
@@ -784,11 +782,7 @@ async def test_api_lists_a_truncated_delivery_and_refuses_to_replay_it_with_409(
             entries = (await response.json())["deliveries"]
             return [e for e in entries if e["status"] == "delivered"]
 
-        deadline = asyncio.get_running_loop().time() + 5
-        while not (entries := await delivered()):
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.05)
-        [entry] = entries
+        [entry] = await eventually(delivered, bool)
         assert (entry["truncated"], entry["events"][0]["data"]) == (True, "x" * 256)
         replay = await signed_request(
             session, server, "POST", f"/apps/1001/webhooks/deliveries/{entry['id']}/replay")
