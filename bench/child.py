@@ -4,15 +4,23 @@ single-process memory scenarios (``flood_memory.py``, ``hold_channels.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["HOST", "ChildServer", "proc_status_kib"]
+import aiohttp
+
+__all__ = ["HOST", "ChildServer", "proc_status_kib", "run_scenario"]
+
+T = TypeVar("T")
 
 HOST = "127.0.0.1"
 """Loopback only: nothing here leaves this machine."""
@@ -85,3 +93,24 @@ class ChildServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+
+
+def run_scenario(name: str, config_text: str,
+                 scenario: Callable[[ChildServer], Awaitable[T]]) -> tuple[ChildServer, T] | None:
+    """Run ``scenario`` against a :class:`ChildServer` with ``config_text``, stopped after;
+    the server (its log kept) and the result, or None when the run failed (said on stderr
+    with the server's log tail)."""
+    def log(message: str) -> None:
+        print(f"{name}: {message}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as directory:
+        server = ChildServer(config_text, Path(directory))
+        log(f"server pid {server.pid} on port {server.port}")
+        try:
+            return server, asyncio.run(scenario(server))
+        except (RuntimeError, TimeoutError, aiohttp.ClientError) as error:
+            log(f"run failed: {error!r}")
+            log("server log tail:\n" + "".join(server.log[-20:]))
+            return None
+        finally:
+            server.stop()

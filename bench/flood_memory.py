@@ -29,15 +29,13 @@ import hmac
 import json
 import resource
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from child import HOST, ChildServer
+from child import HOST, ChildServer, run_scenario
 
 APP_ID = "1"
 KEY = "flood-key"
@@ -303,17 +301,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     raise_fd_limit()
-    with tempfile.TemporaryDirectory(prefix="flood-memory-") as config_dir:
-        server = ChildServer(CONFIG, Path(config_dir))
-        log(f"server pid {server.pid} on port {server.port}")
-        try:
-            result, channels = asyncio.run(flood(server, args))
-        except (RuntimeError, TimeoutError, aiohttp.ClientError) as error:
-            log(f"flood failed: {error!r}")
-            log("server log tail:\n" + "".join(server.log[-20:]))
-            return 1
-        finally:
-            server.stop()
+    run = run_scenario("flood_memory", CONFIG, lambda server: flood(server, args))
+    if run is None:
+        return 1
+    server, (result, channels) = run
     print(json.dumps(result, separators=(",", ":")), flush=True)
     crashes = [line for line in server.log if "Error handling request" in line]
     if crashes:

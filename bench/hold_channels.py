@@ -34,14 +34,12 @@ import hmac
 import json
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from child import HOST, ChildServer, proc_status_kib
+from child import HOST, ChildServer, proc_status_kib, run_scenario
 
 KEY = "hold-key"
 SECRET = "hold-secret"
@@ -96,10 +94,12 @@ class Socket:
             for name in names:
                 await self.ws.send_str(json.dumps(
                     {"event": "pusher:subscribe", "data": {"channel": name}}))
-            for name in names:
-                frame = await self.frame()
-                if frame.get("event") != "pusher_internal:subscription_succeeded":
-                    raise RuntimeError(f"subscription to {name} answered {frame}")
+            # One deadline for the batch: a timer per frame costs more than the frame.
+            async with asyncio.timeout(30):
+                for name in names:
+                    frame = json.loads(await self.ws.receive_str())
+                    if frame.get("event") != "pusher_internal:subscription_succeeded":
+                        raise RuntimeError(f"subscription to {name} answered {frame}")
 
     async def join(self, user_id: str) -> None:
         channel_data = json.dumps({"user_id": user_id})
@@ -209,18 +209,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="hold-channels-") as directory:
-        server = ChildServer(config(args.channels, args.webhooks), Path(directory))
-        log(f"server pid {server.process.pid} on port {server.port}")
-        try:
-            result = asyncio.run(hold(server, args))
-        except (RuntimeError, TimeoutError, aiohttp.ClientError) as error:
-            log(f"run failed: {error!r}")
-            log("server log tail:\n" + "".join(server.log[-20:]))
-            return 1
-        finally:
-            server.stop()
-    print(json.dumps(result, separators=(",", ":")), flush=True)
+    run = run_scenario("hold_channels", config(args.channels, args.webhooks),
+                       lambda server: hold(server, args))
+    if run is None:
+        return 1
+    print(json.dumps(run[1], separators=(",", ":")), flush=True)
     return 0
 
 

@@ -17,7 +17,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pusher
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -50,16 +52,36 @@ secret = "disabled-secret"
 enabled = false
 """
 
+
+def webhook_config(url: str, event_types: str, server: str = "", app: str = "") -> str:
+    """The config of the default test app ``1001`` posting webhooks of ``event_types`` (a
+    TOML list) to ``url``; ``server`` holds the lines of ``[server]``, ``app`` more lines of
+    the app."""
+    return f"""
+[server]
+{server}
+
+[[apps]]
+id = "1001"
+key = "app-key"
+secret = "app-secret"
+{app}
+
+[[apps.webhooks]]
+url = "{url}"
+event_types = {event_types}
+"""
+
+
 _LISTEN_RE = re.compile(r"listening on https?://[^:]+:(\d+)")
 
 
 @dataclass
-class ServerProcess:
-    """A ``pusher-compat serve`` child process listening on a free loopback port."""
+class ServerAddress:
+    """Where a server with the default test apps listens on loopback, and the app the
+    clients use: what the SDK, Node and PHP helpers need of a server."""
 
-    process: subprocess.Popen[str]
     port: int
-    log: list[str]
 
     host = "127.0.0.1"
     app_id = "1001"
@@ -74,6 +96,14 @@ class ServerProcess:
         self, key: str | None = None, query: str = "protocol=7&client=js&version=8.6.0"
     ) -> str:
         return f"ws://{self.host}:{self.port}/app/{key or self.key}?{query}"
+
+
+@dataclass
+class ServerProcess(ServerAddress):
+    """A ``pusher-compat serve`` child process listening on a free loopback port."""
+
+    process: subprocess.Popen[str]
+    log: list[str]
 
     def rss_kib(self) -> int:
         """Resident memory of the server process now (``VmRSS``), in KiB."""
@@ -122,7 +152,7 @@ def start_server(config_text: str, tmp_path: Path, *extra: str,
         log.append(line)
         match = _LISTEN_RE.search(line)
         if match:
-            server = ServerProcess(process, int(match.group(1)), log)
+            server = ServerProcess(port=int(match.group(1)), process=process, log=log)
             _drain(process, log)
             return server
     process.kill()
@@ -166,6 +196,20 @@ def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     return server_factory()
 
 
+def module_server(config_text: str = DEFAULT_CONFIG) -> Callable[..., Iterator[ServerProcess]]:
+    """A module-scoped fixture: one server with ``config_text`` for all the tests of a module
+    (``server = module_server()``), for tests that only read from it: each must use
+    channels, users and sockets of its own, so none sees what another did."""
+
+    @pytest.fixture(scope="module")
+    def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+        server = start_server(config_text, tmp_path_factory.mktemp("module-server"))
+        yield server
+        server.stop()
+
+    return shared
+
+
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[GatewayTestServer]:
     """The default test apps served in this process through the real listener: the same
@@ -174,6 +218,13 @@ async def served(tmp_path: Path) -> AsyncIterator[GatewayTestServer]:
     config.write_text(DEFAULT_CONFIG)
     async with GatewayTestServer(create_app(load_settings(config, env={}))) as test_server:
         yield test_server
+
+
+@pytest.fixture
+def served_address(served: GatewayTestServer) -> ServerAddress:
+    """:func:`served` for the helpers written for :func:`server` (SDKs, Node scripts): the
+    same apps in this process, for tests that need no process of their own."""
+    return ServerAddress(served.port)
 
 
 @pytest.fixture
@@ -194,7 +245,7 @@ def node() -> str:
 
 
 def run_node(
-    node: str, server: ServerProcess, script: str, *args: str, timeout: float = 60,
+    node: str, server: ServerAddress, script: str, *args: str, timeout: float = 60,
     env: dict[str, str] | None = None,
 ) -> dict:
     """Run ``tests/node/<script>`` against ``server``; return its last stdout line as JSON.
@@ -208,14 +259,14 @@ def run_node(
     )
     assert result.returncode == 0, (
         f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
-        + "".join(server.log[-30:])
+        + ("".join(server.log[-30:]) if isinstance(server, ServerProcess) else "")
     )
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert lines, f"{script} printed nothing; stderr:\n{result.stderr}"
     return json.loads(lines[-1])
 
 
-def _client_env(server: ServerProcess, env: dict[str, str] | None = None) -> dict[str, str]:
+def _client_env(server: ServerAddress, env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a client script: the server address and the app it uses."""
     return {
         **os.environ,
@@ -243,7 +294,7 @@ def php_sdk() -> str:
     return exe
 
 
-def run_php(php: str, server: ServerProcess, method: str, *args: object,
+def run_php(php: str, server: ServerAddress, method: str, *args: object,
             timeout: float = 60) -> dict:
     """Call ``Pusher\\Pusher::<method>(*args)`` of the PHP SDK against ``server`` through
     ``tests/php/trigger.php``; return its JSON line (``result``, or ``error`` and ``status``)."""
@@ -254,6 +305,13 @@ def run_php(php: str, server: ServerProcess, method: str, *args: object,
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert lines, f"trigger.php printed nothing ({result.returncode}); stderr:\n{result.stderr}"
     return json.loads(lines[-1])
+
+
+def python_sdk(server: ServerAddress, **options: Any) -> pusher.Pusher:
+    """The official Python SDK configured for ``server``'s app (``options``: more of its
+    constructor's arguments, e.g. an encryption master key)."""
+    return pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
+                         host=server.host, port=server.port, ssl=False, **options)
 
 
 def free_port() -> int:

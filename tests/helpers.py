@@ -5,13 +5,15 @@ a test server that serves exactly as ``pusher-compat serve`` does; and a webhook
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 import json
 import struct
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestServer
@@ -28,9 +30,48 @@ __all__ = [
     "DOWN", "MASK", "SWITCHING", "UPGRADE", "FakeClock",
     "GatewayTestServer", "ListSink",
     "RawSocket", "Receiver", "Recorder", "Request", "WsClient",
-    "assert_each_delivery_arrived_intact", "client_frame", "subscribe_one_delivery_each",
+    "assert_each_delivery_arrived_intact", "client_frame", "compact", "error", "event_text",
+    "eventually", "signed_query", "subscribe_one_delivery_each",
     "unframe", "until", "upgraded",
 ]
+
+T = TypeVar("T")
+
+
+# -- expected frames and signed requests ---------------------------------------------------
+
+
+def compact(value: Any) -> str:
+    """JSON as the server frames it: no spaces, UTF-8 kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def error(code: int | None, message: Any) -> dict[str, Any]:
+    """A ``pusher:error`` frame, parsed (protocol.md §1.4)."""
+    return {"event": "pusher:error", "data": {"code": code, "message": message}}
+
+
+def event_text(event: str, channel: str, data: str) -> str:
+    """The exact text frame of a channel event (protocol.md §7.4)."""
+    return compact({"event": event, "channel": channel, "data": data})
+
+
+def signed_query(method: str, path: str, key: str, secret: str, body: bytes = b"",
+                 query: dict[str, str] | None = None, timestamp: int | None = None
+                 ) -> dict[str, str]:
+    """The query string of an HTTP API request signed exactly as the SDKs sign it
+    (protocol.md §7.2): ``query`` plus the ``auth_*`` parameters, and ``body_md5`` when
+    there is a body; ``timestamp`` defaults to now."""
+    params = {
+        "auth_key": key,
+        "auth_timestamp": str(int(time.time()) if timestamp is None else timestamp),
+        "auth_version": "1.0",
+        **(query or {}),
+    }
+    if body:
+        params["body_md5"] = hashlib.md5(body).hexdigest()
+    params["auth_signature"] = signatures.sign_request(method, path, params, secret)
+    return params
 
 
 def unframe(frame: bytes) -> str:
@@ -250,10 +291,14 @@ class WsClient:
             names = channels[start:start + batch]
             for name in names:
                 await self.send("pusher:subscribe", {"channel": name})
-            for name in names:
-                assert await self.frame() == {
-                    "event": "pusher_internal:subscription_succeeded", "channel": name,
-                    "data": "{}"}
+            # One deadline for the batch: a timer per frame costs more than the frame.
+            async with asyncio.timeout(self.timeout * 5):
+                for name in names:
+                    message = await self.ws.receive()
+                    assert message.type is WSMsgType.TEXT, message
+                    assert json.loads(message.data) == {
+                        "event": "pusher_internal:subscription_succeeded", "channel": name,
+                        "data": "{}"}
 
 
 async def _text(ws: ClientWebSocketResponse, timeout: float) -> str:
@@ -440,6 +485,17 @@ async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.005)
+
+
+async def eventually(read: Callable[[], Awaitable[T]], done: Callable[[T], bool],
+                     timeout: float = 5.0) -> T:
+    """Call ``read`` until what it returns is ``done``, and return that; fail after
+    ``timeout`` seconds, showing the last reading (:func:`until` for what needs no await)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done(value := await read()):
+        assert asyncio.get_running_loop().time() < deadline, f"timed out; last: {value!r}"
+        await asyncio.sleep(0.01)
+    return value
 
 
 async def subscribe_one_delivery_each(ws: WsClient, receiver: Receiver, channels: list[str]

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jwt
-from conftest import ServerProcess, run_node
+from conftest import ServerProcess, module_server, run_node
 
 JWT_SECRET = "e2e-jwt-secret-that-is-long-enough-for-hs256"
 MASTER_KEY_BASE64 = base64.b64encode(bytes(range(32))).decode()
@@ -77,8 +76,8 @@ def jwt_env(**tokens: str) -> dict[str, str]:
     return {f"JWT_{name.upper()}": value for name, value in tokens.items()}
 
 
-def start(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    return server_factory(CONFIG)
+# Each script signs in and subscribes with sockets of its own, closed before it exits.
+server = module_server(CONFIG)
 
 
 def private_result(subscribed: bool, sent: Any = None) -> dict[str, Any]:
@@ -91,9 +90,8 @@ def private_result(subscribed: bool, sent: Any = None) -> dict[str, Any]:
 
 
 def test_echo_private_channels_follow_the_rules(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
     channels = ["orders.7", "orders.12", "orders.1", "orders.8",
                 "App.Models.User.ann", "App.Models.User.bob"]
 
@@ -118,10 +116,8 @@ def test_echo_private_channels_follow_the_rules(
 
 
 def test_echo_private_claim_contains_splits_a_string_claim(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
-
     result = run_node(node, server, "echo_auth_private.mjs", "orders.8", "orders.7",
                       env=jwt_env(user=mint(**BOB_CLAIMS)))
 
@@ -133,9 +129,8 @@ def test_echo_private_claim_contains_splits_a_string_claim(
 
 
 def test_echo_private_with_an_expired_token_gets_401(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
     expired = mint(expires_in=-60, **ANN_CLAIMS)
 
     result = run_node(node, server, "echo_auth_private.mjs", "orders.7",
@@ -148,9 +143,8 @@ def test_echo_private_with_an_expired_token_gets_401(
 
 
 def test_echo_private_with_a_token_signed_by_another_secret_gets_401(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
     forged = mint(secret="another-secret-that-is-long-enough-for-hs256", **ANN_CLAIMS)
 
     result = run_node(node, server, "echo_auth_private.mjs", "orders.7",
@@ -165,10 +159,8 @@ def test_echo_private_with_a_token_signed_by_another_secret_gets_401(
 
 
 def test_echo_join_presence_with_user_info_from_the_claims(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
-
     result = run_node(node, server, "echo_auth_presence.mjs",
                       env=jwt_env(ann=mint(**ANN_CLAIMS), bob=mint(**BOB_CLAIMS)))
 
@@ -189,10 +181,8 @@ def test_echo_join_presence_with_user_info_from_the_claims(
 
 
 def test_echo_encrypted_private_decrypts_an_event_from_the_node_sdk(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
-
     result = run_node(
         node, server, "echo_auth_encrypted.mjs", "secret.ann", "secret.bob",
         env={**jwt_env(user=mint(**ANN_CLAIMS)), "PUSHER_MASTER_KEY_BASE64": MASTER_KEY_BASE64},
@@ -211,10 +201,8 @@ def test_echo_encrypted_private_decrypts_an_event_from_the_node_sdk(
 
 
 def test_signin_through_user_auth_then_send_to_user_then_terminate(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
-
     result = run_node(node, server, "signin_endpoint.mjs",
                       env=jwt_env(ann=mint(**ANN_CLAIMS), bob=mint(**BOB_CLAIMS)))
 
@@ -236,10 +224,8 @@ def test_signin_through_user_auth_then_send_to_user_then_terminate(
 
 
 def test_signin_with_a_numeric_sub_gets_a_string_user_id(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
-
     result = run_node(
         node, server, "signin_endpoint.mjs",
         env=jwt_env(ann=mint(sub=42, name="Ann"), bob=mint(**BOB_CLAIMS)),
@@ -254,10 +240,8 @@ def test_signin_with_a_numeric_sub_gets_a_string_user_id(
 
 
 def test_echo_signin_with_an_expired_token_gets_signin_error_401(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
-
     result = run_node(node, server, "echo_auth_signin_refused.mjs",
                       env=jwt_env(user=mint(expires_in=-60, **ANN_CLAIMS)))
 
@@ -270,10 +254,8 @@ def test_echo_signin_with_an_expired_token_gets_signin_error_401(
 
 
 def test_echo_signin_with_a_token_without_sub_gets_signin_error_401(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
-
     result = run_node(node, server, "echo_auth_signin_refused.mjs",
                       env=jwt_env(user=mint(name="Nobody")))
 
@@ -285,9 +267,8 @@ def test_echo_signin_with_a_token_without_sub_gets_signin_error_401(
 
 
 def test_watchlist_reports_bob_online_then_offline(
-    node: str, server_factory: Callable[..., ServerProcess]
+    node: str, server: ServerProcess
 ) -> None:
-    server = start(server_factory)
     ann = mint(**ANN_CLAIMS, watchlist=["bob", "carol"])
 
     result = run_node(node, server, "watchlist.mjs",

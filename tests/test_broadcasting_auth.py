@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from helpers import ListSink
 from jwt.utils import base64url_encode
 
 from pusher_compat import signatures
@@ -835,21 +836,6 @@ async def test_preflight_from_a_disallowed_origin_is_403(make_client: Any) -> No
 # -- the server accepts what the endpoint signs --------------------------------------------
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        raise AssertionError(f"closed {code} {reason}")
-
-    def messages(self) -> list[Any]:
-        # Frames under 126 bytes have a 2-byte header, larger ones (up to 64 KiB) 4 bytes.
-        return [json.loads(f[4:] if f[1] == 126 else f[2:]) for f in self.frames]
-
-
 @pytest.mark.parametrize(
     ("channel", "data"),
     [
@@ -865,7 +851,7 @@ async def test_connection_accepts_the_returned_signature(
     sink = ListSink()
     connection = Connection(APP, ServerConfig(), Hub(), sink)
     connection.open()
-    sink.frames.clear()  # connection_established
+    sink.take()  # connection_established
     client = await make_client()
     status, body = await post(client, channel, bearer(token(name="Mr. Channels")),
                               socket_id=connection.socket_id)
@@ -877,6 +863,7 @@ async def test_connection_accepts_the_returned_signature(
     assert sink.messages() == [
         {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data},
     ]
+    assert sink.closes == []
 
 
 def test_check_auth_returns_the_key_and_hook_it_loaded(tmp_path: Path) -> None:

@@ -20,10 +20,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import jwt
-import pusher
 import pytest
 from aiohttp import web
-from conftest import ROOT, ServerProcess
+from conftest import ROOT, ServerProcess, python_sdk
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -139,8 +138,7 @@ def test_two_browsers_share_a_presence_room(
     server_factory: Callable[..., ServerProcess], static_origin: str, browser: Browser
 ) -> None:
     server = server_factory(config(static_origin))
-    sdk = pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
-                        host=server.host, port=server.port, ssl=False)
+    sdk = python_sdk(server)
     log: list[str] = []
 
     with console_on_failure(log):

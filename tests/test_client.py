@@ -9,18 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
-import pusher
 import pytest
-from conftest import ServerProcess
+from conftest import DEFAULT_CONFIG, ServerProcess, module_server, python_sdk
+from helpers import GatewayTestServer, ManualScheduler, signed_query
 
 from pusher_compat.client import Client, ClientError, SubscriptionError, connect
+from pusher_compat.config import load_settings
+from pusher_compat.server import create_app
 
-
-def sdk(server: ServerProcess) -> pusher.Pusher:
-    return pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
-                         host=server.host, port=server.port, ssl=False)
+server = module_server()  # each test uses channels of its own
 
 
 async def join(client: Client, server: ServerProcess, channel: str, user: str) -> None:
@@ -32,7 +32,7 @@ async def test_public_channel_receives_events_from_the_python_sdk(server: Server
     async with connect(server.url, server.key) as client:
         assert client.socket_id.count(".") == 1
         await client.subscribe("orders")
-        await asyncio.to_thread(sdk(server).trigger, "orders", "shipped", {"id": 17})
+        await asyncio.to_thread(python_sdk(server).trigger, "orders", "shipped", {"id": 17})
         event = await client.next_event(channel="orders")
         assert (event.event, event.channel, event.data) == ("shipped", "orders", {"id": 17})
         # The raw message keeps data as the JSON string the server sent.
@@ -43,7 +43,7 @@ async def test_events_iterator_and_filters_keep_unmatched_events(server: ServerP
     async with connect(server.url, server.key) as client:
         await client.subscribe("a")
         await client.subscribe("b")
-        api = sdk(server)
+        api = python_sdk(server)
         await asyncio.to_thread(api.trigger, "a", "first", "1")
         await asyncio.to_thread(api.trigger, "b", "second", "2")
         # Asking for b's event first leaves a's in the buffer, in order.
@@ -59,7 +59,7 @@ async def test_private_channel_signed_locally(server: ServerProcess) -> None:
     async with connect(server.url, server.key) as client:
         channel = "private-orders.17"
         await client.subscribe(channel, auth=client.sign_private(channel, server.secret))
-        await asyncio.to_thread(sdk(server).trigger, channel, "updated", {"state": "paid"})
+        await asyncio.to_thread(python_sdk(server).trigger, channel, "updated", {"state": "paid"})
         assert (await client.next_event(channel=channel)).data == {"state": "paid"}
 
 
@@ -82,7 +82,7 @@ async def test_presence_members_and_client_events(server: ServerProcess) -> None
             with pytest.raises(TimeoutError):
                 await bob.next_event(event="client-typing", timeout=0.3)
 
-            users = await asyncio.to_thread(sdk(server).users_info, room)
+            users = await asyncio.to_thread(python_sdk(server).users_info, room)
             assert sorted(user["id"] for user in users["users"]) == ["ann", "bob"]
         # Leaving the block closed Bob's socket cleanly: the server saw him go.
         removed = await ann.next_event(channel=room, event="pusher_internal:member_removed")
@@ -127,35 +127,51 @@ async def test_refused_connection_raises_with_the_close_code(server: ServerProce
     assert disabled.value.code == 4003
 
 
-async def test_answers_server_pings(server_factory: Callable[..., ServerProcess]) -> None:
-    server = server_factory("""
-        [server]
-        activity_timeout = 1
-        pong_timeout = 1
-
-        [[apps]]
-        id = "1001"
-        key = "app-key"
-        secret = "app-secret"
-    """)
-    async with connect(server.url, server.key) as client, aiohttp.ClientSession() as session:
+async def test_answers_server_pings(tmp_path: Path) -> None:
+    timers = ManualScheduler()
+    config = tmp_path / "pings.toml"
+    config.write_text(DEFAULT_CONFIG.replace("activity_timeout = 30",
+                                             "activity_timeout = 1\npong_timeout = 1"))
+    app = create_app(load_settings(config, env={}), clock=timers.time, scheduler=timers)
+    async with GatewayTestServer(app) as served, aiohttp.ClientSession() as session, \
+            connect(str(served.make_url("")), "app-key") as client:
         assert client.activity_timeout == 1
         await client.subscribe("ticks")
+
+        async def tick(n: int) -> None:
+            """An event the server writes to the client after everything before it."""
+            body = json.dumps({"name": "tick", "channels": ["ticks"],
+                               "data": json.dumps({"n": n})}).encode()
+            path = "/apps/1001/events"
+            params = signed_query("POST", path, "app-key", "app-secret", body)
+            async with session.post(served.make_url(path), params=params, data=body,
+                                    headers={"Content-Type": "application/json"}) as response:
+                assert response.status == 200
+            assert (await client.next_event(channel="ticks")).data == {"n": n}
+
         # A control socket that never answers pusher:ping is closed with 4201 meanwhile.
-        async with session.ws_connect(server.ws_url()) as silent:
-            async with asyncio.timeout(8):
+        async with session.ws_connect(served.make_url("/app/app-key?protocol=7")) as silent:
+            for n in range(2):
+                await timers.advance(1)  # both sockets pinged; then the silent one closed
+                # The client has read the ping (and sent its pong) before this event...
+                await tick(n)
+                # ...and the server has read that pong before it answers this subscription.
+                await client.subscribe(f"after-ping-{n}")
+            async with asyncio.timeout(5):
                 async for _ in silent:
                     pass
             assert silent.close_code == 4201
-        await asyncio.sleep(1.5)
         assert not client.closed
-        await asyncio.to_thread(sdk(server).trigger, "ticks", "tick", {"n": 1})
-        assert (await client.next_event(channel="ticks")).data == {"n": 1}
+        await tick(2)
 
 
-async def test_next_event_after_server_close_raises(server: ServerProcess) -> None:
+async def test_next_event_after_server_close_raises(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory(DEFAULT_CONFIG.replace("[server]\n", "[server]\ndrain_seconds = 0\n"))
     async with connect(server.url, server.key) as client:
-        server.stop()
+        # In a thread: the loop must go on reading, to answer the server's closing handshake.
+        await asyncio.to_thread(server.stop)
         with pytest.raises(ClientError) as closed:
             await client.next_event(timeout=10)
         assert client.closed

@@ -27,10 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jwt
-import pusher
 import pytest
 import test_browser
-from conftest import ROOT, ServerProcess
+from conftest import ROOT, ServerProcess, python_sdk
 from playwright.sync_api import Browser, expect
 
 from pusher_compat.client import connect
@@ -146,8 +145,7 @@ def test_chat_page_in_two_browsers(server_factory: Callable[..., ServerProcess],
         expect(ann.locator("#messages li")).to_have_text(["You: hello Bob", "Bob: hi Ann"])
 
         # A backend message through the HTTP API reaches both pages.
-        sdk = pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
-                            host=server.host, port=server.port, ssl=False)
+        sdk = python_sdk(server)
         sdk.trigger("private-chat.lobby", "message", {"name": "Bot", "text": "welcome"})
         expect(bob.locator("#messages li.server")).to_have_text(["Bot: welcome"])
         expect(ann.locator("#messages li.server")).to_have_text(["Bot: welcome"])
@@ -290,8 +288,7 @@ async def test_laravel_echo_js_runs_and_receives_an_event(
         line = await asyncio.wait_for(process.stdout.readline(), 20)
         assert json.loads(line or b"{}") == {"subscribed": True}, line
         # What `event(new OrderShipped($order))` sends through the pusher driver.
-        sdk = pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
-                            host=server.host, port=server.port, ssl=False)
+        sdk = python_sdk(server)
         await asyncio.to_thread(sdk.trigger, "orders", "App\\Events\\OrderShipped",
                                 {"order": {"id": 17}})
         out, err = await asyncio.wait_for(process.communicate(), 20)

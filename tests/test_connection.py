@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from helpers import FakeClock, ListSink, Recorder
+from helpers import FakeClock, ListSink, Recorder, error
 
 from pusher_compat import wire
 from pusher_compat.channels import channel_name_error
@@ -95,9 +95,6 @@ class Prefix:
 def succeeded(channel: str, data: Any = "{}") -> dict[str, Any]:
     return {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data}
 
-
-def error(code: int | None, message: Any) -> dict[str, Any]:
-    return {"event": "pusher:error", "data": {"code": code, "message": message}}
 
 
 def refused(channel: str, type_: str, message: Any, status: int) -> list[dict[str, Any]]:

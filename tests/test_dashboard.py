@@ -9,7 +9,6 @@ test's own event loop; Playwright's async API drives Debian's Chromium. The scre
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import ssl
 import time
@@ -21,10 +20,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from helpers import FakeClock, ManualScheduler, WsClient
+from helpers import FakeClock, ManualScheduler, WsClient, signed_query
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from pusher_compat import signatures
 from pusher_compat.config import AppConfig, ConfigError, ServerConfig, Settings, load_settings
 from pusher_compat.dashboard import COOKIE, MAX_SESSIONS, SESSION_SECONDS, Dashboard
 from pusher_compat.dashboard.sessions import Sessions
@@ -54,9 +52,7 @@ class Server:
         """Publish through the signed HTTP API, as a backend would."""
         path = f"/apps/{APP_ID}/events"
         body = json.dumps({"name": event, "channel": channel, "data": data}).encode()
-        params = {"auth_key": KEY, "auth_timestamp": str(int(time.time())),
-                  "auth_version": "1.0", "body_md5": hashlib.md5(body).hexdigest()}
-        params["auth_signature"] = signatures.sign_request("POST", path, params, SECRET)
+        params = signed_query("POST", path, KEY, SECRET, body)
         async with session.post(self.url + path, params=params, data=body,
                                 headers={"Content-Type": "application/json"}) as response:
             assert response.status == 200, await response.text()

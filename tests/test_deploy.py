@@ -45,7 +45,7 @@ from typing import Any
 import pusher
 import pytest
 import yaml
-from conftest import DEFAULT_CONFIG, ROOT, RedisServer, ServerProcess
+from conftest import DEFAULT_CONFIG, ROOT, RedisServer, ServerProcess, free_port
 
 from pusher_compat.client import Client, connect
 from pusher_compat.config import load_settings
@@ -632,12 +632,6 @@ async def test_compose_cluster_delivers_across_nodes(
 
 
 # -- systemd and supervisor ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen[Any], log: Path) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 from pusher_compat.config import load_settings
 
@@ -192,14 +192,6 @@ def image_command(instructions: list[Instruction], port: int) -> list[str]:
     script = Path(sys.executable).with_name(program[0])
     launcher = [str(script)] if script.exists() else [sys.executable, "-m", "pusher_compat"]
     return [*launcher, *program[1:], *args, "--host", "127.0.0.1", "--port", str(port)]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_image_command_serves_health_and_stops_on_sigterm(

@@ -10,7 +10,6 @@ after the attack reaches it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
-from helpers import GatewayTestServer, ListSink
+from helpers import GatewayTestServer, ListSink, error, signed_query, until
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -53,9 +52,6 @@ ALLOWED_CLOSE_CODES = frozenset(int(c) for c in wire.Code if int(c) < 4300) | fr
     range(1000, 2000)
 )
 
-
-def error(code: int | None, message: str) -> dict[str, Any]:
-    return {"event": "pusher:error", "data": {"code": code, "message": message}}
 
 
 def subscription_error(channel: str, type_: str, message: str, status: int) -> dict[str, Any]:
@@ -129,14 +125,6 @@ class Socket:
         return signatures.sign_auth(KEY, SECRET, string)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` (hub state changes after a close are asynchronous)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def assert_still_served(app: web.Application, healthy: Socket,
                               publish: bool = True) -> None:
     """The healthy client answers a ping, and (when subscribed) gets a published event."""
@@ -182,7 +170,7 @@ async def test_invalid_utf8_text_frame_closes_that_socket_with_1007(
     attacker = await Socket.connect(client)
     await attacker.ws.send_frame(payload, WSMsgType.TEXT)
     assert await attacker.close_frame() == (WSMsgType.CLOSE, 1007)
-    await wait_until(lambda: app[HUB].connection_count() == 1)
+    await until(lambda: app[HUB].connection_count() == 1, 5.0)
     await assert_still_served(app, healthy)
 
 
@@ -209,7 +197,7 @@ async def test_fifty_oversized_frames_from_new_sockets_each_close_1009(
         else:
             await attacker.send('{"event":"pusher:ping","data":"' + "x" * (1024 + i) + '"}')
         assert await attacker.close_frame() == (WSMsgType.CLOSE, 1009), i
-    await wait_until(lambda: app[HUB].connection_count() == 1)
+    await until(lambda: app[HUB].connection_count() == 1, 5.0)
     await assert_still_served(app, healthy)
 
 
@@ -301,7 +289,7 @@ async def test_200_connect_subscribe_close_cycles_leave_only_the_healthy_connect
                 await sock.ws.close()  # only frees the client's connection-pool slot
 
     await asyncio.wait_for(churn(), 30)
-    await wait_until(lambda: app[HUB].connection_count() == 1)
+    await until(lambda: app[HUB].connection_count() == 1, 5.0)
     assert [c.name for c in app[HUB].channels(APP_ID)] == [HEALTHY_CHANNEL]
     await assert_still_served(app, healthy)
 
@@ -598,10 +586,7 @@ PATH = f"/apps/{APP_ID}/events"
 
 
 def signed_request() -> tuple[str, str, dict[str, str], bytes]:
-    params = {"auth_key": KEY, "auth_timestamp": str(NOW), "auth_version": "1.0",
-              "body_md5": hashlib.md5(BODY).hexdigest()}
-    params["auth_signature"] = signatures.sign_request("POST", PATH, params, SECRET)
-    return "POST", PATH, params, BODY
+    return "POST", PATH, signed_query("POST", PATH, KEY, SECRET, BODY, timestamp=NOW), BODY
 
 
 def test_the_unmutated_signed_request_verifies() -> None:
@@ -688,9 +673,7 @@ async def test_non_ascii_request_signature_over_http_is_401_not_500(
 
 
 async def api_post(client: TestClient, path: str, body: bytes) -> Any:
-    params = {"auth_key": KEY, "auth_timestamp": str(int(time.time())), "auth_version": "1.0",
-              "body_md5": hashlib.md5(body).hexdigest()}
-    params["auth_signature"] = signatures.sign_request("POST", path, params, SECRET)
+    params = signed_query("POST", path, KEY, SECRET, body)
     return await client.post(path, params=params, data=body,
                              headers={"Content-Type": "application/json"})
 
@@ -781,7 +764,7 @@ async def test_http_body_too_deep_to_handle_is_400_not_500(
 def test_flood_memory_growth_stays_under_20_mib_and_no_channel_is_left() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "flood_memory.py"), "--rounds", "3",
-         "--sockets", "200", "--settle", "1"],
+         "--sockets", "200", "--settle", "0.5"],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr

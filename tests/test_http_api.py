@@ -8,7 +8,6 @@ is checked by sending ``pusher:ping`` afterwards: the ``pusher:pong`` must be th
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, WSMsgType
 from aiohttp.test_utils import TestClient
-from helpers import GatewayTestServer, WsClient
+from helpers import GatewayTestServer, WsClient, compact, event_text, eventually, signed_query
 
 from pusher_compat import signatures
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -30,16 +29,6 @@ DISABLED_ID = "2"
 DISABLED_KEY = "disabled-key"
 DISABLED_SECRET = "s2"
 TIMEOUT = 2.0
-
-
-def compact(value: Any) -> str:
-    """JSON as the server frames it: no spaces, UTF-8 kept."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def event_text(event: str, channel: str, data: str) -> str:
-    """The exact text frame of a channel event (§7.4 Delivery)."""
-    return compact({"event": event, "channel": channel, "data": data})
 
 
 # -- signed requests -------------------------------------------------------------------------
@@ -58,16 +47,7 @@ class Api:
     def signed_query(self, method: str, path: str, body: bytes = b"",
                      query: dict[str, str] | None = None,
                      timestamp: int | None = None) -> dict[str, str]:
-        params = {
-            "auth_key": self.key,
-            "auth_timestamp": str(int(time.time()) if timestamp is None else timestamp),
-            "auth_version": "1.0",
-            **(query or {}),
-        }
-        if body:
-            params["body_md5"] = hashlib.md5(body).hexdigest()
-        params["auth_signature"] = signatures.sign_request(method, path, params, self.secret)
-        return params
+        return signed_query(method, path, self.key, self.secret, body, query, timestamp)
 
     async def request(self, method: str, path: str, body: bytes = b"",
                       query: dict[str, str] | None = None,
@@ -601,10 +581,10 @@ async def test_channels_empty_after_last_socket_disconnects(api, connect):
     await socket.ws.close()
 
     # The server forgets the socket once its close handshake ends: poll briefly.
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while (body := await (await api.get("/channels")).json()) != {"channels": {}}:
-        assert asyncio.get_running_loop().time() < deadline, body
-        await asyncio.sleep(0.01)
+    async def channels() -> Any:
+        return await (await api.get("/channels")).json()
+
+    await eventually(channels, lambda body: body == {"channels": {}}, TIMEOUT)
 
 
 # -- GET /channels/{name} --------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 from conftest import ROOT, ServerProcess, free_port
-from helpers import FakeClock, GatewayTestServer, ListSink, WsClient
+from helpers import FakeClock, GatewayTestServer, ListSink, WsClient, error, signed_query
 
 from pusher_compat import signatures, wire
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -35,9 +34,6 @@ async def serving(aiohttp_client: ClientFactory, settings: Settings) -> TestClie
     """A test client of a server with ``settings``, serving as ``pusher-compat serve`` does."""
     return await aiohttp_client(GatewayTestServer(create_app(settings)))
 
-
-def error(code: int | None, message: str) -> dict[str, Any]:
-    return {"event": "pusher:error", "data": {"code": code, "message": message}}
 
 
 async def first_frame_and_close(client: TestClient, path: str, **kwargs: Any
@@ -171,11 +167,7 @@ async def limited_api(aiohttp_client: ClientFactory
 async def signed(client: TestClient, clock: FakeClock, method: str, path: str,
                  payload: Any = None) -> Any:
     body = json.dumps(payload).encode() if payload is not None else b""
-    params = {"auth_key": "app-key", "auth_timestamp": str(int(clock())),
-              "auth_version": "1.0"}
-    if body:
-        params["body_md5"] = hashlib.md5(body).hexdigest()
-    params["auth_signature"] = signatures.sign_request(method, path, params, "app-secret")
+    params = signed_query(method, path, "app-key", "app-secret", body, timestamp=int(clock()))
     return await client.request(method, path, params=params, data=body)
 
 
@@ -384,7 +376,7 @@ async def test_up_answers_within_100_ms_while_a_socket_with_100000_channels_is_r
 def hold_channels(*args: str) -> dict[str, Any]:
     """Run ``bench/hold_channels.py`` (its own server) and return its JSON line."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "hold_channels.py"), "--settle", "1", *args],
+        [sys.executable, str(ROOT / "bench" / "hold_channels.py"), "--settle", "0.25", *args],
         capture_output=True, text=True, timeout=110, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr

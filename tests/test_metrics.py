@@ -7,10 +7,7 @@ in-process aiohttp server; HTTP API calls are real signed requests to it.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,10 +17,9 @@ import prometheus_client
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess, free_port
-from helpers import CountingClient
+from helpers import CountingClient, eventually, signed_query
 from prometheus_client.parser import text_string_to_metric_families
 
-from pusher_compat import signatures
 from pusher_compat.apps import Apps
 from pusher_compat.config import AppConfig, ServerConfig, Settings
 from pusher_compat.http_api import HttpApi
@@ -49,21 +45,11 @@ def server_app(hub: Hub, webhooks: Any = None) -> web.Application:
     return app
 
 
-def signed(method: str, path: str, body: bytes = b"", secret: str = APP.secret,
-           **query: str) -> dict[str, str]:
-    params = {"auth_key": APP.key, "auth_timestamp": str(int(time.time())),
-              "auth_version": "1.0", **query}
-    if body:
-        params["body_md5"] = hashlib.md5(body).hexdigest()
-    params["auth_signature"] = signatures.sign_request(method, path, params, secret)
-    return params
-
-
 async def api(client: TestClient, method: str, path: str, payload: Any = None,
               secret: str = APP.secret, **query: str) -> int:
     body = json.dumps(payload).encode() if payload is not None else b""
-    response = await client.request(method, path, params=signed(method, path, body, secret,
-                                                                **query),
+    response = await client.request(method, path, params=signed_query(method, path, APP.key, secret,
+                                                                      body, query),
                                     data=body, headers={"Content-Type": "application/json"})
     await response.read()
     return response.status
@@ -270,6 +256,16 @@ async def test_counting_an_endpoint_twice_counts_each_answer_once(aiohttp_client
 # -- through a real server process ------------------------------------------------------------
 
 
+async def connections_scraped(session: aiohttp.ClientSession, url: str) -> float:
+    """``pusher_compat_connections`` of app ``1001`` in a scrape of ``url``."""
+    response = await session.get(url)
+    assert response.status == 200
+    families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+    (sample,) = [s for s in families["pusher_compat_connections"].samples
+                 if s.labels == {"app": "1001"}]
+    return float(sample.value)
+
+
 async def test_server_serves_metrics_statistics_and_json_logs(
     server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
@@ -289,18 +285,18 @@ async def test_server_serves_metrics_statistics_and_json_logs(
         await ws.receive_str()
         await ws.send_str('{"event":"pusher:subscribe","data":{"channel":"news"}}')
         await ws.receive_str()
-        response = await session.get(f"{server.url}/metrics")
-        assert response.status == 200
-        families = {f.name: f for f in text_string_to_metric_families(await response.text())}
-        (sample,) = [s for s in families["pusher_compat_connections"].samples
-                     if s.labels == {"app": "1001"}]
-        assert sample.value == 1
-        await asyncio.sleep(0.5)
+        assert await connections_scraped(session, f"{server.url}/metrics") == 1
         path = "/apps/1001/statistics"
-        params = {"auth_key": "app-key", "auth_timestamp": str(int(time.time())),
-                  "auth_version": "1.0"}
-        params["auth_signature"] = signatures.sign_request("GET", path, params, "app-secret")
-        stats = await (await session.get(server.url + path, params=params)).json()
+
+        async def statistics() -> dict[str, Any]:
+            params = signed_query("GET", path, "app-key", "app-secret")
+            return await (await session.get(server.url + path, params=params)).json()
+
+        def subscribed(stats: dict[str, Any]) -> bool:
+            return any(row["ws_messages_in"] for row in stats["statistics"])
+
+        # An interval (0.2 s) is written once it ends: poll for the one with the subscribe.
+        stats = await eventually(statistics, subscribed)
     assert stats["recording"] is True
     assert stats["current"] == {"connections": 1, "channels": 1, "subscriptions": 1}
     assert stats["statistics"][0]["connections_peak"] == 1
@@ -325,12 +321,7 @@ async def test_metrics_port_serves_metrics_there_and_not_on_the_public_port(
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(server.ws_url())
         await ws.receive_str()
-        response = await session.get(f"http://127.0.0.1:{port}/metrics")
-        assert response.status == 200
-        families = {f.name: f for f in text_string_to_metric_families(await response.text())}
-        (sample,) = [s for s in families["pusher_compat_connections"].samples
-                     if s.labels == {"app": "1001"}]
-        assert sample.value == 1
+        assert await connections_scraped(session, f"http://127.0.0.1:{port}/metrics") == 1
         public = await session.get(f"{server.url}/metrics")
         assert (public.status, await public.json()) == (
             404, {"error": "Unknown path /metrics", "code": 404}

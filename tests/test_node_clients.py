@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
-from conftest import ServerProcess, run_node
+import pytest
+from conftest import ServerProcess, module_server, run_node
 
 ANN = {"name": "Ann"}
 BOB = {"name": "Bob"}
@@ -24,6 +26,29 @@ key = "{ServerProcess.key}"
 secret = "{ServerProcess.secret}"
 client_events = false
 """
+
+
+# Every script uses channels of its own and closes its sockets before it exits.
+server = module_server()
+
+
+def run_once(script: str) -> Callable[..., dict[str, Any]]:
+    """A module fixture: what ``script`` observed in one run, for the tests that each check
+    one part of it (running it again per test proves nothing more)."""
+
+    @pytest.fixture(scope="module")
+    def observed(node: str, server: ServerProcess) -> dict[str, Any]:
+        return run_node(node, server, script)
+
+    return observed
+
+
+private_channel = run_once("private_channel.mjs")
+presence = run_once("presence.mjs")
+client_events_presence = run_once("client_events_presence.mjs")
+trigger_info = run_once("trigger_info.mjs")
+trigger_batch = run_once("trigger_batch.mjs")
+signin = run_once("signin.mjs")
 
 
 # --- Connection (§1, rows 1, 2, 4) ---------------------------------------------------------
@@ -82,18 +107,18 @@ def test_public_channel_receives_an_event_triggered_with_the_node_sdk(
 
 
 def test_private_channel_with_a_valid_signature_is_subscribed(
-    node: str, server: ServerProcess
+    private_channel: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "private_channel.mjs")
+    result = private_channel
 
     assert result["valid_subscribed"] is True
     assert result["received"] == [{"ok": True}]
 
 
 def test_tampered_private_signature_gets_subscription_error_401(
-    node: str, server: ServerProcess
+    private_channel: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "private_channel.mjs")
+    result = private_channel
 
     assert result["tampered_subscribed"] is False
     assert len(result["tampered_errors"]) == 1
@@ -104,9 +129,9 @@ def test_tampered_private_signature_gets_subscription_error_401(
 
 
 def test_tampered_private_signature_keeps_the_connection_open(
-    node: str, server: ServerProcess
+    private_channel: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "private_channel.mjs")
+    result = private_channel
 
     assert result["state"] == "connected"
     assert result["same_socket"] is True
@@ -128,9 +153,9 @@ def test_encrypted_channel_event_is_decrypted_by_pusher_js(
 
 
 def test_presence_subscription_reports_count_me_and_members(
-    node: str, server: ServerProcess
+    presence: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "presence.mjs")
+    result = presence
 
     assert result["bob_on_join"] == {
         "count": 1,
@@ -144,8 +169,8 @@ def test_presence_subscription_reports_count_me_and_members(
     }
 
 
-def test_presence_member_added_is_sent_once_per_user(node: str, server: ServerProcess) -> None:
-    result = run_node(node, server, "presence.mjs")
+def test_presence_member_added_is_sent_once_per_user(presence: dict[str, Any]) -> None:
+    result = presence
 
     assert result["bob_after_joins"] == {
         "events": [{"event": "added", "id": "1", "info": ANN}],
@@ -156,9 +181,9 @@ def test_presence_member_added_is_sent_once_per_user(node: str, server: ServerPr
 
 
 def test_presence_member_removed_only_when_the_users_last_socket_closes(
-    node: str, server: ServerProcess
+    presence: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "presence.mjs")
+    result = presence
 
     added = {"event": "added", "id": "1", "info": ANN}
     assert result["bob_after_first_close"] == {"events": [added], "count": 2}
@@ -181,9 +206,9 @@ def test_presence_users_endpoint_lists_each_user_once(node: str, server: ServerP
 
 
 def test_presence_client_event_reaches_others_with_the_senders_user_id(
-    node: str, server: ServerProcess
+    client_events_presence: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "client_events_presence.mjs")
+    result = client_events_presence
 
     assert result["accepted"] is True
     expected = [{"data": result["sent"], "user_id": "1"}]
@@ -193,8 +218,8 @@ def test_presence_client_event_reaches_others_with_the_senders_user_id(
     assert result["sender_errors"] == []
 
 
-def test_client_event_is_never_echoed_to_the_sender(node: str, server: ServerProcess) -> None:
-    result = run_node(node, server, "client_events_presence.mjs")
+def test_client_event_is_never_echoed_to_the_sender(client_events_presence: dict[str, Any]) -> None:
+    result = client_events_presence
 
     assert result["other"], "the event was not delivered at all"
     assert result["sender"] == []
@@ -238,15 +263,21 @@ def test_client_events_are_refused_with_4301_when_the_app_disables_them(
 # --- Unsubscribing (§3.7, row 14) -------------------------------------------------------------
 
 
-def test_unsubscribed_channel_is_no_longer_listed(node: str, server: ServerProcess) -> None:
-    result = run_node(node, server, "unsubscribe.mjs", "unsubscribe")
+def test_unsubscribed_channel_is_no_longer_listed(
+    node: str, server_factory: Callable[..., ServerProcess]
+) -> None:
+    # GET /channels lists the whole app: a server of its own, with no other script's channels.
+    result = run_node(node, server_factory(), "unsubscribe.mjs", "unsubscribe")
 
     assert result["before"] == ["leaves-soon", "stays-here"]
     assert result["after"] == ["stays-here"]
 
 
-def test_closing_the_socket_unsubscribes_its_channels(node: str, server: ServerProcess) -> None:
-    result = run_node(node, server, "unsubscribe.mjs", "disconnect")
+def test_closing_the_socket_unsubscribes_its_channels(
+    node: str, server_factory: Callable[..., ServerProcess]
+) -> None:
+    # GET /channels lists the whole app: a server of its own, with no other script's channels.
+    result = run_node(node, server_factory(), "unsubscribe.mjs", "disconnect")
 
     assert result["before"] == ["leaves-soon", "stays-here"]
     assert result["after"] == ["stays-here"]
@@ -262,8 +293,8 @@ def test_trigger_with_socket_id_skips_that_socket(node: str, server: ServerProce
     assert result["other_received"] == ["not-for-sender", "for-everyone"]
 
 
-def test_trigger_with_info_returns_channel_counts(node: str, server: ServerProcess) -> None:
-    result = run_node(node, server, "trigger_info.mjs")
+def test_trigger_with_info_returns_channel_counts(trigger_info: dict[str, Any]) -> None:
+    result = trigger_info
 
     assert result["public"] == {
         "status": 200,
@@ -277,9 +308,9 @@ def test_trigger_with_info_returns_channel_counts(node: str, server: ServerProce
 
 
 def test_trigger_asking_user_count_of_public_and_presence_channels_delivers_and_counts(
-    node: str, server: ServerProcess
+    trigger_info: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "trigger_info.mjs")
+    result = trigger_info
 
     assert result["mixed"] == {
         "status": 200,
@@ -292,16 +323,16 @@ def test_trigger_asking_user_count_of_public_and_presence_channels_delivers_and_
 
 
 def test_trigger_batch_of_ten_is_accepted_and_fully_delivered(
-    node: str, server: ServerProcess
+    trigger_batch: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "trigger_batch.mjs")
+    result = trigger_batch
 
     assert result["status_10"] == 200
     assert sorted(result["received"]) == sorted([f"ok-{i}", i] for i in range(10))
 
 
-def test_trigger_batch_of_eleven_is_refused_with_400(node: str, server: ServerProcess) -> None:
-    result = run_node(node, server, "trigger_batch.mjs")
+def test_trigger_batch_of_eleven_is_refused_with_400(trigger_batch: dict[str, Any]) -> None:
+    result = trigger_batch
 
     assert result["status_11"] == 400
     assert not [event for event, _ in result["received"] if event.startswith("too-many")]
@@ -320,9 +351,9 @@ def test_event_data_over_10240_bytes_is_refused_with_413(node: str, server: Serv
 
 
 def test_signin_sets_user_data_and_subscribes_the_user_channel(
-    node: str, server: ServerProcess
+    signin: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "signin.mjs")
+    result = signin
 
     ann = {"id": "ann-1", "user_info": ANN}
     assert result["user_data"] == [ann, ann, {"id": "bob-2"}]
@@ -331,9 +362,9 @@ def test_signin_sets_user_data_and_subscribes_the_user_channel(
 
 
 def test_send_to_user_reaches_every_socket_of_that_user_only(
-    node: str, server: ServerProcess
+    signin: dict[str, Any]
 ) -> None:
-    result = run_node(node, server, "signin.mjs")
+    result = signin
 
     assert result["send_status"] == 200
     assert result["ann_tab1"] == [result["sent"]]

@@ -5,19 +5,12 @@ WebSocket clients. Skipped when ``PUSHER_PHP_SDK`` is unset (``.ci/run`` sets it
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from conftest import ServerProcess, run_php
-from helpers import WsClient
-
-
-def event_text(event: str, channel: str, data: str) -> str:
-    """The exact text frame of a channel event (protocol.md §7.4)."""
-    return json.dumps({"event": event, "channel": channel, "data": data},
-                      separators=(",", ":"), ensure_ascii=False)
+from helpers import WsClient, event_text
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The unmodified Python SDK (pusher==3.3.4) against a real server process.
+"""The unmodified Python SDK (pusher==3.3.4) against the server, served in this process
+through the real listener (conftest's ``served_address``).
 
 The SDK's blocking calls run in a worker thread (``asyncio.to_thread``); deliveries are
 observed with raw protocol-7 WebSocket clients. A socket that must receive nothing is checked
@@ -18,8 +19,8 @@ import pusher
 import pusher.errors
 import pytest
 from aiohttp import WSMsgType
-from conftest import ServerProcess
-from helpers import WsClient
+from conftest import ServerAddress, python_sdk
+from helpers import WsClient, event_text
 
 from pusher_compat import signatures
 
@@ -27,17 +28,11 @@ TIMEOUT = 2.0
 MASTER_KEY = b"01234567890123456789012345678901"
 
 
-def event_text(event: str, channel: str, data: str) -> str:
-    """The exact text frame of a channel event (protocol.md §7.4)."""
-    return json.dumps({"event": event, "channel": channel, "data": data},
-                      separators=(",", ":"), ensure_ascii=False)
-
-
 class Socket(WsClient):
     """A raw protocol-7 WebSocket client that signs with the app's credentials."""
 
-    key = ServerProcess.key
-    secret = ServerProcess.secret
+    key = ServerAddress.key
+    secret = ServerAddress.secret
 
     async def subscribe_with(self, channel: str, auth: dict[str, Any]) -> dict[str, Any]:
         """Subscribe with an auth endpoint's response; return ``subscription_succeeded``."""
@@ -69,10 +64,8 @@ class Socket(WsClient):
 
 
 @pytest.fixture
-def sdk(server) -> pusher.Pusher:
-    return pusher.Pusher(app_id=server.app_id, key=server.key, secret=server.secret,
-                         host=server.host, port=server.port, ssl=False,
-                         encryption_master_key_base64=base64.b64encode(MASTER_KEY))
+def sdk(served_address: ServerAddress) -> pusher.Pusher:
+    return python_sdk(served_address, encryption_master_key_base64=base64.b64encode(MASTER_KEY))
 
 
 @pytest.fixture
@@ -82,9 +75,10 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def connect(server, session) -> Callable[[], Awaitable[Socket]]:
+def connect(served_address: ServerAddress, session: aiohttp.ClientSession
+            ) -> Callable[[], Awaitable[Socket]]:
     async def connect() -> Socket:
-        return await Socket.handshake(await session.ws_connect(server.ws_url()))
+        return await Socket.handshake(await session.ws_connect(served_address.ws_url()))
 
     return connect
 
@@ -185,9 +179,10 @@ async def test_trigger_of_exactly_10240_bytes_is_delivered(sdk, connect):
     assert await socket.text() == event_text("e", "chat", data)
 
 
-async def test_wrong_secret_raises_bad_auth(server):
-    forger = pusher.Pusher(app_id=server.app_id, key=server.key, secret="not-the-secret",
-                           host=server.host, port=server.port, ssl=False)
+async def test_wrong_secret_raises_bad_auth(served_address: ServerAddress):
+    forger = pusher.Pusher(app_id=served_address.app_id, key=served_address.key,
+                           secret="not-the-secret", host=served_address.host,
+                           port=served_address.port, ssl=False)
 
     with pytest.raises(pusher.errors.PusherBadAuth):
         await call(forger.trigger, "chat", "e", "x")

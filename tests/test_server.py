@@ -13,7 +13,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from conftest import ServerProcess
-from helpers import GatewayTestServer, ManualScheduler
+from helpers import GatewayTestServer, ManualScheduler, error
 
 from pusher_compat.auth_config import AuthConfig
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -53,9 +53,6 @@ async def serving(aiohttp_client: ClientFactory, settings: Settings) -> TestClie
 async def client(aiohttp_client: ClientFactory) -> TestClient:
     return await serving(aiohttp_client, settings())
 
-
-def error(code: int | None, message: str) -> dict[str, Any]:
-    return {"event": "pusher:error", "data": {"code": code, "message": message}}
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import sqlite3
 import time
@@ -22,9 +21,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from helpers import CountingClient, FakeClock
+from helpers import CountingClient, FakeClock, signed_query, until
 
-from pusher_compat import signatures
 from pusher_compat.cli import add_stats_commands
 from pusher_compat.config import AppConfig, ServerConfig, Settings
 from pusher_compat.http_api import HttpApi
@@ -239,10 +237,7 @@ async def test_run_records_one_row_per_app_every_interval(store: SqliteStore) ->
     logger = StatisticsLogger(hub, None, store, interval=0.05)
     task = asyncio.create_task(logger.run())
     try:
-        deadline = time.monotonic() + 5
-        while len(store.query("1001", 0, time.time() + 60)) < 2:
-            assert time.monotonic() < deadline, "no two intervals recorded in 5 s"
-            await asyncio.sleep(0.01)
+        await until(lambda: len(store.query("1001", 0, time.time() + 60)) >= 2, 5.0)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -273,19 +268,10 @@ async def test_stop_records_the_last_partial_interval(store: SqliteStore) -> Non
 # -- GET /apps/{id}/statistics -------------------------------------------------------------
 
 
-def signed_params(method: str, path: str, key: str, secret: str, **query: str
-                  ) -> dict[str, str]:
-    params = {"auth_key": key, "auth_timestamp": str(int(time.time())),
-              "auth_version": "1.0", **query}
-    params["auth_signature"] = signatures.sign_request(method, path, params, secret)
-    return params
-
-
 async def post_event(client: TestClient, channels: list[str]) -> None:
     path = f"/apps/{APP.id}/events"
     body = json.dumps({"name": "order", "channels": channels, "data": "{}"}).encode()
-    params = signed_params("POST", path, APP.key, APP.secret,
-                           body_md5=hashlib.md5(body).hexdigest())
+    params = signed_query("POST", path, APP.key, APP.secret, body)
     response = await client.post(path, params=params, data=body,
                                  headers={"Content-Type": "application/json"})
     assert response.status == 200, await response.text()
@@ -301,8 +287,8 @@ def api_app(hub: Hub, store: SqliteStore | None, clock: Any = time.time) -> web.
 async def get_statistics(client: TestClient, app: AppConfig = APP, **query: str
                          ) -> tuple[int, Any]:
     path = f"/apps/{app.id}/statistics"
-    response = await client.get(path, params=signed_params("GET", path, app.key, app.secret,
-                                                           **query))
+    response = await client.get(path, params=signed_query("GET", path, app.key, app.secret,
+                                                          query=query))
     return response.status, await response.json()
 
 
@@ -374,7 +360,7 @@ async def test_statistics_endpoint_refuses_a_bad_range(aiohttp_client: Any,
 async def test_statistics_endpoint_requires_a_signature(aiohttp_client: Any,
                                                         store: SqliteStore) -> None:
     client = await aiohttp_client(api_app(Hub(), store))
-    params = signed_params("GET", f"/apps/{APP.id}/statistics", APP.key, "wrong-secret")
+    params = signed_query("GET", f"/apps/{APP.id}/statistics", APP.key, "wrong-secret")
 
     response = await client.get(f"/apps/{APP.id}/statistics", params=params)
 

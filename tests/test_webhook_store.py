@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, webhook_config
 from helpers import (
     DOWN,
     Receiver,
@@ -176,20 +176,8 @@ async def test_kill_9_with_100_pending_deliveries_loses_none(
     receiver: Receiver, server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     db = tmp_path / "webhooks.db"
-    config = f"""
-        [server]
-        webhook_batch_seconds = 0.001
-        webhook_store = "{db}"
-
-        [[apps]]
-        id = "1001"
-        key = "app-key"
-        secret = "app-secret"
-
-        [[apps.webhooks]]
-        url = "{receiver.url()}"
-        event_types = ["channel_occupied"]
-    """
+    config = webhook_config(receiver.url(), '["channel_occupied"]',
+                            server=f'webhook_batch_seconds = 0.001\nwebhook_store = "{db}"')
     receiver.failures = DOWN
     channels = [f"ch-{n}" for n in range(100)]
     node = server_factory(config)

@@ -8,7 +8,7 @@ scenario(async () => {
   pusher.connection.bind('state_change', ({ current }) => states.push(current));
   const errors = recordErrors(pusher);
   await waitFor(() => pusher.connection.state === 'disconnected', 'disconnected');
-  await sleep(2500); // a reconnect would happen after 0-1 s
+  await sleep(1500); // a reconnect would happen after 0-1 s (pusher-js retries 4100-4199 after 1 s)
   return {
     states,
     error_codes: errors.map((e) => e.code),
