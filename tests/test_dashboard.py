@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from helpers import FakeClock, ManualScheduler, WsClient, signed_query
+from helpers import FakeClock, ManualScheduler, WsClient, eventually, signed_query
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from pusher_compat.config import AppConfig, ConfigError, ServerConfig, Settings, load_settings
@@ -112,6 +112,8 @@ async def test_dashboard_end_to_end(server: Server, browser: Browser) -> None:
     errors.clear()  # the browser logs the refused login's 401 as an error
     await login(page, PASSWORD)
     await expect(page.locator("#connections")).to_have_text("0")
+    await page.goto(server.url + "/dashboard?refresh=100")  # poll ten times a second
+    await expect(page.locator("#connections")).to_have_text("0")
 
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(f"{server.url.replace('http', 'ws')}/app/{KEY}?protocol=7")
@@ -141,11 +143,12 @@ async def test_dashboard_end_to_end(server: Server, browser: Browser) -> None:
                             "data": '{"from":"the dashboard"}'}
         await expect(log.locator('tr[data-event="hello"]')).to_contain_text("dashboard")
 
-        # The live charts have samples with the connection in them.
-        series = await page.evaluate(
+        # The live charts have samples with the connection in them (sampled once a second).
+        connected_samples = (
             f"fetch('/dashboard/api/{APP_ID}/series').then((r) => r.json())"
+            ".then((series) => series.samples.filter((s) => s.connections === 1).length)"
         )
-        assert any(s["connections"] == 1 for s in series["samples"])
+        await eventually(lambda: page.evaluate(connected_samples), lambda n: n > 0)
 
         SCREENSHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)

@@ -1,4 +1,5 @@
-// pusher-compat dashboard: polls the JSON API once a second; no dependencies.
+// pusher-compat dashboard: polls the JSON API once a second (?refresh=<ms> to change that,
+// at least 100); no dependencies.
 "use strict";
 
 const KINDS = {
@@ -9,6 +10,7 @@ const KINDS = {
   client_event: "client", api_message: "api",
 };
 const LOG_ROWS = 500;
+const REFRESH_MS = Math.max(100, Number(new URLSearchParams(location.search).get("refresh")) || 1000);
 const state = { app: null, after: 0, history: 0 };
 const $ = (selector) => document.querySelector(selector);
 
@@ -205,7 +207,7 @@ async function tick() {
   } catch (error) {
     $("#status").textContent = `offline: ${error.message}`;
   }
-  setTimeout(tick, 1000);
+  setTimeout(tick, REFRESH_MS);
 }
 
 async function main() {
