@@ -31,7 +31,7 @@ from .limits import ByteBudget
 from .wire import dumps, loads
 
 __all__ = ["DROP_ERRORS", "LOG_DATA_CHARS", "Delivery", "DeliveryLedger", "DeliveryTotals",
-           "Drop", "NotReplayable"]
+           "Drop", "NotReplayable", "Status"]
 
 # The dispatcher's logger: drops are part of the story of sending webhooks.
 log = logging.getLogger("pusher_compat.webhooks")
@@ -41,6 +41,18 @@ LOG_DATA_CHARS = 256
 while a flood of 10 KB client events costs the log a few hundred bytes per event."""
 _DROP_LOG_SECONDS = 10.0
 """At most one warning about dropped deliveries this often; the counts are exact anyway."""
+
+
+class Status(Enum):
+    """Where a delivery is: ``pending`` until it settles, once, as ``delivered`` or ``failed``
+    (the ``status`` of its log entry)."""
+
+    PENDING = "pending"
+    """Not sent yet, or being retried."""
+    DELIVERED = "delivered"
+    """Acknowledged with a 2xx."""
+    FAILED = "failed"
+    """Given up: retries exhausted, dropped over a limit, or cancelled at shutdown."""
 
 
 class Drop(Enum):
@@ -78,8 +90,8 @@ class Delivery:
     client_events_only: bool
     """Made only of ``client_event``: dropped first when pending deliveries are over budget."""
     created_ms: int
-    status: str = "pending"
-    """``pending``, then ``delivered`` or ``failed`` once, in :meth:`DeliveryLedger.settle`."""
+    status: Status = Status.PENDING
+    """Changed once, in :meth:`DeliveryLedger.settle`."""
     attempts: int = 0
     last_attempt_ms: int | None = None
     last_error: str | None = None
@@ -91,7 +103,7 @@ class Delivery:
 
     def entry(self) -> dict[str, Any]:
         return {
-            "id": self.id, "url": self.endpoint.url, "status": self.status,
+            "id": self.id, "url": self.endpoint.url, "status": self.status.value,
             "attempts": self.attempts, "events": loads(self.payload),
             "truncated": self.truncated,
             "created_ms": self.created_ms, "last_attempt_ms": self.last_attempt_ms,
@@ -149,7 +161,7 @@ class _AppLog:
         oldest delivered first, then the oldest failed, always keeping one entry, so that a
         delivery alone over budget is still visible."""
         delivery.truncate()
-        kept = self.failed if delivery.status == "failed" else self.delivered
+        kept = self.failed if delivery.status is Status.FAILED else self.delivered
         kept.append(delivery)
         self.budget.add(len(delivery.payload))
         if len(kept) > self.size:
@@ -184,7 +196,7 @@ class DeliveryLedger:
         """Each app's settled deliveries, by app id."""
         self._dropped: dict[str, dict[Drop, int]] = {}
         """Deliveries dropped so far, by app id and reason."""
-        self._settled: dict[str, dict[str, int]] = {}
+        self._settled: dict[str, dict[Status, int]] = {}
         """Deliveries settled so far, by app id and status: counted as they settle, not read
         back from the bounded log, so none is missed however fast the log turns over."""
         self._drops_unreported = 0
@@ -222,16 +234,16 @@ class DeliveryLedger:
         chat message matters less than a ``member_removed``, else the oldest."""
         return next(iter((self._pending_client or self._pending).values()))
 
-    def settle(self, delivery: Delivery, status: str, error: str | None = None) -> bool:
-        """Move a pending delivery into its app's log as ``status`` (``delivered`` or
-        ``failed``) and count it; ``False`` if it had settled already."""
-        if delivery.status != "pending":
+    def settle(self, delivery: Delivery, status: Status, error: str | None = None) -> bool:
+        """Move a pending delivery into its app's log as ``status`` (delivered or failed) and
+        count it; ``False`` if it had settled already."""
+        if delivery.status is not Status.PENDING:
             return False
         delivery.status = status
         if error is not None:
             delivery.last_error = error
-        settled = self._settled.setdefault(delivery.app.id, {"delivered": 0, "failed": 0})
-        settled[status] += 1
+        settled = self._settled.setdefault(delivery.app.id, {})
+        settled[status] = settled.get(status, 0) + 1
         del self._pending[delivery.id]
         self._pending_bytes.remove(len(delivery.payload))
         self._pending_client.pop(delivery.id, None)
@@ -259,10 +271,10 @@ class DeliveryLedger:
 
     # -- the log and the totals ------------------------------------------------------------
 
-    def entries(self, app_id: str, status: str | None = None) -> list[dict[str, Any]]:
+    def entries(self, app_id: str, status: Status | None = None) -> list[dict[str, Any]]:
         """The app's pending and logged deliveries as the API lists them, oldest first,
         optionally only those in ``status``."""
-        return [d.entry() for d in self._logged(app_id) if status is None or d.status == status]
+        return [d.entry() for d in self._logged(app_id) if status is None or d.status is status]
 
     def replayable(self, app_id: str, delivery_id: str) -> Delivery:
         """The app's pending or logged delivery ``delivery_id``, to be sent again: ``KeyError``
@@ -291,7 +303,8 @@ class DeliveryLedger:
         """The app's settled deliveries so far, those pending now and the drops."""
         settled = self._settled.get(app_id, {})
         pending = sum(1 for d in self._pending.values() if d.app.id == app_id)
-        return DeliveryTotals(settled.get("delivered", 0), settled.get("failed", 0), pending,
+        return DeliveryTotals(settled.get(Status.DELIVERED, 0), settled.get(Status.FAILED, 0),
+                              pending,
                               self.dropped(app_id))
 
     def _app_log(self, app_id: str) -> _AppLog:

@@ -41,7 +41,7 @@ from .apps import Apps
 from .config import AppConfig, ServerConfig, WebhookEndpoint
 from .scheduling import Cancellable, LoopScheduler, Scheduler
 from .signatures import webhook_signature
-from .webhook_log import DROP_ERRORS, Delivery, DeliveryLedger, DeliveryTotals
+from .webhook_log import DROP_ERRORS, Delivery, DeliveryLedger, DeliveryTotals, Status
 from .webhook_store import MemoryWebhookStore, Stored, WebhookStore
 from .wire import dumps, loads
 
@@ -136,7 +136,7 @@ class Webhooks:
             self._held_timer = None
         self._held.clear()
         for delivery in self._ledger.pending():
-            self._settle(delivery, "failed", _SHUTDOWN)
+            self._settle(delivery, Status.FAILED, _SHUTDOWN)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -219,7 +219,7 @@ class Webhooks:
             if wanted:
                 client_only = all(event["name"] == "client_event" for event in wanted)
                 delivery = self._new_delivery(batch.app, endpoint, dumps(wanted), client_only)
-                if delivery.status == "pending":
+                if delivery.status is Status.PENDING:
                     self._spawn(delivery, self._send(delivery))
 
     # -- deliveries ------------------------------------------------------------------------
@@ -264,7 +264,7 @@ class Webhooks:
             delivery = Delivery(entry.id, next(self._keys), app, endpoint, entry.payload,
                                  client_only, entry.created_ms)
             self._register(delivery)
-            if delivery.status == "pending":
+            if delivery.status is Status.PENDING:
                 deadline = self._scheduler.time() + left_ms / 1000
                 self._spawn(delivery, self._send(delivery, deadline))
 
@@ -273,7 +273,7 @@ class Webhooks:
         client-event-only deliveries first, then the oldest."""
         while (reason := self._ledger.over_limit()) is not None:
             victim = self._ledger.first_to_drop()
-            self._settle(victim, "failed", DROP_ERRORS[reason])
+            self._settle(victim, Status.FAILED, DROP_ERRORS[reason])
             self._ledger.count_drop(victim, reason)
 
     def _spawn(self, delivery: Delivery, work: Coroutine[Any, Any, None]) -> None:
@@ -283,7 +283,7 @@ class Webhooks:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _settle(self, delivery: Delivery, status: str, error: str | None = None) -> None:
+    def _settle(self, delivery: Delivery, status: Status, error: str | None = None) -> None:
         """Finish a pending delivery (once); cancel its retries unless it settles itself."""
         if not self._ledger.settle(delivery, status, error):
             return
@@ -300,7 +300,7 @@ class Webhooks:
         if deadline is None:
             deadline = self._scheduler.time() + self._server.webhook_retry_seconds
         if await self._attempt(delivery):
-            self._settle(delivery, "delivered")
+            self._settle(delivery, Status.DELIVERED)
         else:
             await self._retry(delivery, deadline)
 
@@ -309,11 +309,11 @@ class Webhooks:
         while True:
             delay = self._backoff(delivery.attempts)
             if self._scheduler.time() + delay > deadline:
-                self._settle(delivery, "failed")
+                self._settle(delivery, Status.FAILED)
                 return
             await self._scheduler.sleep(delay)
             if await self._attempt(delivery):
-                self._settle(delivery, "delivered")
+                self._settle(delivery, Status.DELIVERED)
                 return
 
     def _backoff(self, attempts: int) -> float:
@@ -368,7 +368,7 @@ class Webhooks:
     def deliveries(self, app_id: str, status: str | None = None) -> list[dict[str, Any]]:
         """The app's pending and recent deliveries, oldest first, optionally only those in
         ``status`` (``pending``, ``delivered`` or ``failed``)."""
-        return self._ledger.entries(app_id, status)
+        return self._ledger.entries(app_id, Status(status) if status is not None else None)
 
     def dropped(self, app_id: str) -> dict[str, int]:
         """Deliveries of the app dropped so far, by reason (a
@@ -390,12 +390,12 @@ class Webhooks:
         original = self._ledger.replayable(app_id, delivery_id)
         delivery = self._new_delivery(original.app, original.endpoint, original.payload,
                                       original.client_events_only)
-        if delivery.status != "pending":  # dropped at once: over the pending limits
+        if delivery.status is not Status.PENDING:  # dropped at once: over the pending limits
             return delivery.entry()
         deadline = self._scheduler.time() + self._server.webhook_retry_seconds
         if await self._attempt(delivery):
-            self._settle(delivery, "delivered")
-        elif delivery.status == "pending":  # not dropped meanwhile by the pending limit
+            self._settle(delivery, Status.DELIVERED)
+        elif delivery.status is Status.PENDING:  # not dropped meanwhile by the pending limit
             self._spawn(delivery, self._retry(delivery, deadline))
         return delivery.entry()
 
