@@ -28,7 +28,8 @@ from .hub import Hub
 from .metrics import counted
 from .publishing import Event, Publisher, rate_limit
 from .stats_store import SqliteStore
-from .webhooks import NotReplayable, Webhooks
+from .webhook_log import NotReplayable
+from .webhooks import Webhooks
 
 __all__ = ["HttpApi"]
 

@@ -1,4 +1,4 @@
-"""Webhook delivery: batching, the leave delay, retries and a replayable delivery log.
+"""Webhook dispatch: batching, the leave delay, retries with backoff, signing and sending.
 
 The hub reports channel-state changes through :meth:`Webhooks.channel_event` (a
 :class:`~pusher_compat.hub.HubListener`). Events are gathered per app for
@@ -9,17 +9,11 @@ first, and a quick return cancels both the leave and the return, as Pusher does.
 requests are retried with exponential backoff for ``webhook_retry_seconds``. Nothing here
 blocks the event loop, and every queue is bounded.
 
-Memory is bounded in bytes as well as in deliveries. A delivery's events are encoded once, when
-the batch closes, and only those bytes are kept (each attempt wraps them with its own
-``time_ms``); pending deliveries share ``webhook_max_pending_bytes``. Past it, or past
-``webhook_max_pending``, pending deliveries are dropped (failed): those made only of
-``client_event`` first, as a chat message matters less than a ``member_removed``, then the
-oldest. A settled delivery enters the log with each event's ``data`` cut to
-:data:`LOG_DATA_CHARS`, and each app's log keeps ``webhook_log_max_bytes``, shedding its oldest
-delivered entries first, then its oldest failures. Drops are counted per app and reason
-(:meth:`Webhooks.dropped`) and logged at most every :data:`_DROP_LOG_SECONDS`; settled
-deliveries are counted as they settle. :meth:`Webhooks.totals` gives both to ``/metrics`` and
-the statistics, whatever the log has shed.
+Each delivery is accounted in a :class:`~pusher_compat.webhook_log.DeliveryLedger`: pending
+deliveries within ``webhook_max_pending`` and ``webhook_max_pending_bytes`` (past either, this
+dispatcher fails some unsent: those made only of ``client_event`` first, then the oldest), the
+delivery log of settled ones, and the delivered/failed/dropped totals that ``/metrics`` and the
+statistics read through :meth:`Webhooks.totals`.
 
 Timers (the batch window, the leave delay, retry backoff) run on an injected
 :class:`~pusher_compat.scheduling.Scheduler`, so tests move time on instead of waiting.
@@ -37,23 +31,21 @@ import logging
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 import aiohttp
 
 from .apps import Apps
 from .config import AppConfig, ServerConfig, WebhookEndpoint
-from .limits import ByteBudget
 from .scheduling import Cancellable, LoopScheduler, Scheduler
 from .signatures import webhook_signature
+from .webhook_log import DROP_ERRORS, Delivery, DeliveryLedger, DeliveryTotals, Status
 from .webhook_store import MemoryWebhookStore, Stored, WebhookStore
 from .wire import dumps, loads
 
-__all__ = ["LOG_DATA_CHARS", "DeliveryTotals", "Drop", "NotReplayable", "Webhooks"]
+__all__ = ["Webhooks"]
 
 log = logging.getLogger("pusher_compat.webhooks")
 
@@ -63,81 +55,7 @@ _MAX_BATCH_EVENTS = 1000
 _LEAVES = {"channel_vacated": "channel_occupied", "member_removed": "member_added"}
 _RETURNS = {back: leave for leave, back in _LEAVES.items()}
 _SHUTDOWN = "cancelled: server shutting down"
-LOG_DATA_CHARS = 256
-"""Characters of an event's ``data`` kept in the delivery log: enough to recognise a message,
-while a flood of 10 KB client events costs the log a few hundred bytes per event."""
-_DROP_LOG_SECONDS = 10.0
-"""At most one warning about dropped deliveries this often; the counts are exact anyway."""
-
 Event = dict[str, Any]
-
-
-class Drop(Enum):
-    """Why a delivery was let go: the ``reason`` label of the dropped-deliveries metric."""
-
-    PENDING_LIMIT = "pending_limit"
-    """More than ``webhook_max_pending`` deliveries pending: one failed unsent."""
-    PENDING_BYTES = "pending_bytes"
-    """Pending deliveries over ``webhook_max_pending_bytes``: one failed unsent."""
-    LOG_BYTES = "log_bytes"
-    """A settled delivery left the log early, to keep it within ``webhook_log_max_bytes``."""
-
-
-_DROP_ERRORS = {
-    Drop.PENDING_LIMIT: "dropped: too many pending deliveries",
-    Drop.PENDING_BYTES: "dropped: pending deliveries over webhook_max_pending_bytes",
-}
-"""The ``last_error`` of a pending delivery dropped for that reason."""
-
-
-@dataclass(slots=True, eq=False)
-class _Delivery:
-    """One POST of one batch to one endpoint, across all its attempts."""
-
-    id: str
-    seq: int
-    app: AppConfig
-    endpoint: WebhookEndpoint
-    payload: bytes
-    """The events as a JSON array, encoded once: every attempt's body is sent as these bytes
-    between a prefix with its ``time_ms`` and a ``}``, never joined into a copy, so they are
-    what the byte budgets count."""
-    client_events_only: bool
-    """Made only of ``client_event``: dropped first when pending deliveries are over budget."""
-    created_ms: int
-    status: str = "pending"
-    attempts: int = 0
-    last_attempt_ms: int | None = None
-    last_error: str | None = None
-    response_status: int | None = None
-    truncated: bool = False
-    """Some event's ``data`` was cut when the delivery entered the log: it cannot be replayed."""
-    task: asyncio.Task[None] | None = None
-
-    def entry(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "url": self.endpoint.url, "status": self.status,
-            "attempts": self.attempts, "events": loads(self.payload),
-            "truncated": self.truncated,
-            "created_ms": self.created_ms, "last_attempt_ms": self.last_attempt_ms,
-            "last_error": self.last_error, "response_status": self.response_status,
-        }
-
-    def body(self, time_ms: int) -> tuple[bytes, bytes, bytes]:
-        """The request body of an attempt at ``time_ms`` in three parts: joined, they are
-        ``dumps({"time_ms": time_ms, "events": events})`` byte for byte."""
-        return b'{"time_ms":%d,"events":' % time_ms, self.payload, b"}"
-
-    def truncate(self) -> None:
-        """Cut every event's ``data`` to :data:`LOG_DATA_CHARS`, for the log."""
-        events = loads(self.payload)
-        for event in events:
-            data = event.get("data")
-            if isinstance(data, str) and len(data) > LOG_DATA_CHARS:
-                event["data"] = data[:LOG_DATA_CHARS]
-                self.truncated = True
-        if self.truncated:
-            self.payload = dumps(events)
 
 
 @dataclass(slots=True)
@@ -149,56 +67,6 @@ class _Batch:
     # count replaces the older one (and moves to the end, where it happened).
     events: dict[object, Event] = field(default_factory=dict)
     timer: Cancellable | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryTotals:
-    """One app's deliveries as ``/metrics`` and the statistics read them."""
-
-    delivered: int
-    """Deliveries acknowledged so far (running total)."""
-    failed: int
-    """Deliveries given up so far: retries exhausted, dropped, or cancelled at shutdown."""
-    pending: int
-    """Deliveries not settled yet, now."""
-    dropped: dict[str, int]
-    """Deliveries dropped so far, by reason (a :class:`Drop` value)."""
-
-
-class NotReplayable(Exception):
-    """The logged delivery's events were truncated: sending them again would send other data."""
-
-
-@dataclass(slots=True)
-class _AppLog:
-    """One app's settled deliveries, at most ``size`` of each status and ``budget`` bytes."""
-
-    size: int
-    budget: ByteBudget
-    """Bytes of the kept (truncated) payloads."""
-    delivered: deque[_Delivery] = field(default_factory=deque)
-    failed: deque[_Delivery] = field(default_factory=deque)
-    """Failures kept apart, so that a flood of successes does not push them out of sight."""
-
-    def keep(self, delivery: _Delivery) -> list[_Delivery]:
-        """Add a settled delivery; return those evicted to stay within the byte budget: the
-        oldest delivered first, then the oldest failed, always keeping one entry, so that a
-        delivery alone over budget is still visible."""
-        delivery.truncate()
-        kept = self.failed if delivery.status == "failed" else self.delivered
-        kept.append(delivery)
-        self.budget.add(len(delivery.payload))
-        if len(kept) > self.size:
-            self._evict(kept)
-        evicted: list[_Delivery] = []
-        while self.budget.over and len(self.delivered) + len(self.failed) > 1:
-            evicted.append(self._evict(self.delivered if self.delivered else self.failed))
-        return evicted
-
-    def _evict(self, kept: deque[_Delivery]) -> _Delivery:
-        oldest = kept.popleft()
-        self.budget.remove(len(oldest.payload))
-        return oldest
 
 
 class Webhooks:
@@ -238,18 +106,8 @@ class Webhooks:
         # since every leave waits the same delay, so one timer serves them all.
         self._held: dict[tuple[str, ...], tuple[float, AppConfig, Event]] = {}
         self._held_timer: Cancellable | None = None
-        self._pending: dict[str, _Delivery] = {}
-        self._pending_bytes = ByteBudget(server.webhook_max_pending_bytes)
-        # The pending deliveries made only of client events, oldest first: dropped first.
-        self._pending_client: dict[str, _Delivery] = {}
-        self._logs: dict[str, _AppLog] = {}
-        self._dropped: dict[str, dict[Drop, int]] = {}
-        """Deliveries dropped so far, by app id and reason."""
-        self._settled: dict[str, dict[str, int]] = {}
-        """Deliveries settled so far, by app id and status: counted as they settle, not read
-        back from the bounded log, so none is missed however fast the log turns over."""
-        self._drops_unreported = 0
-        self._drops_reported_at = float("-inf")
+        self._ledger = DeliveryLedger(server, clock)
+        """Pending deliveries, the delivery log and the totals."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._keys = itertools.count()
 
@@ -277,8 +135,8 @@ class Webhooks:
             self._held_timer.cancel()
             self._held_timer = None
         self._held.clear()
-        for delivery in list(self._pending.values()):
-            self._settle(delivery, "failed", _SHUTDOWN)
+        for delivery in self._ledger.pending():
+            self._settle(delivery, Status.FAILED, _SHUTDOWN)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -361,18 +219,18 @@ class Webhooks:
             if wanted:
                 client_only = all(event["name"] == "client_event" for event in wanted)
                 delivery = self._new_delivery(batch.app, endpoint, dumps(wanted), client_only)
-                if delivery.status == "pending":
+                if delivery.status is Status.PENDING:
                     self._spawn(delivery, self._send(delivery))
 
     # -- deliveries ------------------------------------------------------------------------
 
     def _new_delivery(
         self, app: AppConfig, endpoint: WebhookEndpoint, payload: bytes, client_only: bool
-    ) -> _Delivery:
+    ) -> Delivery:
         """Register a pending delivery of the encoded events ``payload`` and keep it in the
         store, then drop pending deliveries past the limits (maybe this one: check its status
         before sending)."""
-        delivery = _Delivery(uuid.uuid4().hex, next(self._keys), app, endpoint, payload,
+        delivery = Delivery(uuid.uuid4().hex, next(self._keys), app, endpoint, payload,
                              client_only, self._now_ms())
         expires_ms = delivery.created_ms + round(self._server.webhook_retry_seconds * 1000)
         self._store.add(Stored(delivery.id, app.id, endpoint.url, payload, delivery.created_ms,
@@ -380,12 +238,9 @@ class Webhooks:
         self._register(delivery)
         return delivery
 
-    def _register(self, delivery: _Delivery) -> None:
+    def _register(self, delivery: Delivery) -> None:
         """Make a delivery pending, then drop pending deliveries past the limits."""
-        self._pending[delivery.id] = delivery
-        self._pending_bytes.add(len(delivery.payload))
-        if delivery.client_events_only:
-            self._pending_client[delivery.id] = delivery
+        self._ledger.add(delivery)
         self._shed_pending()
 
     def _resume(self, stored: list[Stored]) -> None:
@@ -394,7 +249,7 @@ class Webhooks:
         if self._loop is None:
             return
         for entry in stored:
-            if entry.id in self._pending:
+            if self._ledger.is_pending(entry.id):
                 continue  # this process is sending it already
             app = self._apps.by_id(entry.app_id)
             hooks = app.webhooks if app is not None else ()
@@ -406,93 +261,59 @@ class Webhooks:
                 self._store.remove(entry.id)
                 continue
             client_only = all(e["name"] == "client_event" for e in loads(entry.payload))
-            delivery = _Delivery(entry.id, next(self._keys), app, endpoint, entry.payload,
+            delivery = Delivery(entry.id, next(self._keys), app, endpoint, entry.payload,
                                  client_only, entry.created_ms)
             self._register(delivery)
-            if delivery.status == "pending":
+            if delivery.status is Status.PENDING:
                 deadline = self._scheduler.time() + left_ms / 1000
                 self._spawn(delivery, self._send(delivery, deadline))
 
     def _shed_pending(self) -> None:
         """Fail pending deliveries while over ``webhook_max_pending`` or its byte budget:
         client-event-only deliveries first, then the oldest."""
-        while True:
-            if len(self._pending) > max(1, self._server.webhook_max_pending):
-                reason = Drop.PENDING_LIMIT
-            elif self._pending_bytes.over:
-                reason = Drop.PENDING_BYTES
-            else:
-                return
-            victim = next(iter((self._pending_client or self._pending).values()))
-            self._settle(victim, "failed", _DROP_ERRORS[reason])
-            self._count_drop(victim, reason)
+        while (reason := self._ledger.over_limit()) is not None:
+            victim = self._ledger.first_to_drop()
+            self._settle(victim, Status.FAILED, DROP_ERRORS[reason])
+            self._ledger.count_drop(victim, reason)
 
-    def _count_drop(self, delivery: _Delivery, reason: Drop) -> None:
-        """Count a dropped delivery; warn at once, then at most every _DROP_LOG_SECONDS."""
-        counts = self._dropped.setdefault(delivery.app.id, {})
-        counts[reason] = counts.get(reason, 0) + 1
-        self._drops_unreported += 1
-        now = self._clock()
-        if now - self._drops_reported_at < _DROP_LOG_SECONDS:
-            return
-        log.warning(
-            "webhook deliveries dropped since the last report: %d; latest: app %s, %d bytes "
-            "of events to %s (%s; limits: webhook_max_pending %d, webhook_max_pending_bytes "
-            "%d, webhook_log_max_bytes %d)",
-            self._drops_unreported, delivery.app.id, len(delivery.payload),
-            delivery.endpoint.url, reason.value, self._server.webhook_max_pending,
-            self._server.webhook_max_pending_bytes, self._server.webhook_log_max_bytes)
-        self._drops_unreported = 0
-        self._drops_reported_at = now
-
-    def _spawn(self, delivery: _Delivery, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, delivery: Delivery, work: Coroutine[Any, Any, None]) -> None:
         loop = self._loop or asyncio.get_running_loop()
         task = loop.create_task(work)
         delivery.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _settle(self, delivery: _Delivery, status: str, error: str | None = None) -> None:
+    def _settle(self, delivery: Delivery, status: Status, error: str | None = None) -> None:
         """Finish a pending delivery (once); cancel its retries unless it settles itself."""
-        if delivery.status != "pending":
+        if not self._ledger.settle(delivery, status, error):
             return
-        delivery.status = status
-        if error is not None:
-            delivery.last_error = error
-        settled = self._settled.setdefault(delivery.app.id, {"delivered": 0, "failed": 0})
-        settled[status] += 1
-        del self._pending[delivery.id]
         if error != _SHUTDOWN:  # acknowledged, expired or dropped; else left for the next run
             self._store.remove(delivery.id)
-        self._pending_bytes.remove(len(delivery.payload))
-        self._pending_client.pop(delivery.id, None)
-        for evicted in self._app_log(delivery.app.id).keep(delivery):
-            self._count_drop(evicted, Drop.LOG_BYTES)
         task = delivery.task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         delivery.task = None
 
-    async def _send(self, delivery: _Delivery, deadline: float | None = None) -> None:
+    async def _send(self, delivery: Delivery, deadline: float | None = None) -> None:
         """First attempt, then retries until delivered or the retry window (or ``deadline``,
         loop time) is over."""
         if deadline is None:
             deadline = self._scheduler.time() + self._server.webhook_retry_seconds
         if await self._attempt(delivery):
-            self._settle(delivery, "delivered")
+            self._settle(delivery, Status.DELIVERED)
         else:
             await self._retry(delivery, deadline)
 
-    async def _retry(self, delivery: _Delivery, deadline: float) -> None:
+    async def _retry(self, delivery: Delivery, deadline: float) -> None:
         """Back off and try again; no attempt starts after ``deadline`` (scheduler time)."""
         while True:
             delay = self._backoff(delivery.attempts)
             if self._scheduler.time() + delay > deadline:
-                self._settle(delivery, "failed")
+                self._settle(delivery, Status.FAILED)
                 return
             await self._scheduler.sleep(delay)
             if await self._attempt(delivery):
-                self._settle(delivery, "delivered")
+                self._settle(delivery, Status.DELIVERED)
                 return
 
     def _backoff(self, attempts: int) -> float:
@@ -501,7 +322,7 @@ class Webhooks:
         delay = min(_MAX_BACKOFF_SECONDS, self._retry_base * 2.0 ** (attempts - 1))
         return delay * random.uniform(0.8, 1.2)
 
-    async def _attempt(self, delivery: _Delivery) -> bool:
+    async def _attempt(self, delivery: Delivery) -> bool:
         """POST once, signed afresh (validators refuse a ``time_ms`` older than 300 s)."""
         if self._session is None:
             raise RuntimeError("Webhooks.start() was not called")
@@ -547,58 +368,36 @@ class Webhooks:
     def deliveries(self, app_id: str, status: str | None = None) -> list[dict[str, Any]]:
         """The app's pending and recent deliveries, oldest first, optionally only those in
         ``status`` (``pending``, ``delivered`` or ``failed``)."""
-        return [d.entry() for d in self._logged(app_id) if status is None or d.status == status]
+        return self._ledger.entries(app_id, Status(status) if status is not None else None)
 
     def dropped(self, app_id: str) -> dict[str, int]:
-        """Deliveries of the app dropped so far, by reason (a :class:`Drop` value)."""
-        return {reason.value: count for reason, count in self._dropped.get(app_id, {}).items()}
+        """Deliveries of the app dropped so far, by reason (a
+        :class:`~pusher_compat.webhook_log.Drop` value)."""
+        return self._ledger.dropped(app_id)
 
     def totals(self, app_id: str) -> DeliveryTotals:
         """The app's settled deliveries so far, those pending now and the drops."""
-        settled = self._settled.get(app_id, {})
-        pending = sum(1 for d in self._pending.values() if d.app.id == app_id)
-        return DeliveryTotals(settled.get("delivered", 0), settled.get("failed", 0), pending,
-                              self.dropped(app_id))
+        return self._ledger.totals(app_id)
 
     async def replay(self, app_id: str, delivery_id: str) -> dict[str, Any]:
         """Send a logged delivery's events again, now, as a new delivery signed afresh.
 
         Waits for the first attempt only; if it fails, the new delivery is retried in the
         background as any other. Returns the new delivery's entry; ``KeyError`` if the app
-        has no delivery ``delivery_id`` in its log, :class:`NotReplayable` if its events were
-        truncated there.
+        has no delivery ``delivery_id`` in its log,
+        :class:`~pusher_compat.webhook_log.NotReplayable` if its events were truncated there.
         """
-        original = next((d for d in self._logged(app_id) if d.id == delivery_id), None)
-        if original is None:
-            raise KeyError(delivery_id)
-        if original.truncated:
-            raise NotReplayable(
-                f"Webhook delivery {delivery_id!r} was logged with its event data truncated "
-                f"to {LOG_DATA_CHARS} characters and cannot be replayed")
+        original = self._ledger.replayable(app_id, delivery_id)
         delivery = self._new_delivery(original.app, original.endpoint, original.payload,
                                       original.client_events_only)
-        if delivery.status != "pending":  # dropped at once: over the pending limits
+        if delivery.status is not Status.PENDING:  # dropped at once: over the pending limits
             return delivery.entry()
         deadline = self._scheduler.time() + self._server.webhook_retry_seconds
         if await self._attempt(delivery):
-            self._settle(delivery, "delivered")
-        elif delivery.status == "pending":  # not dropped meanwhile by the pending limit
+            self._settle(delivery, Status.DELIVERED)
+        elif delivery.status is Status.PENDING:  # not dropped meanwhile by the pending limit
             self._spawn(delivery, self._retry(delivery, deadline))
         return delivery.entry()
-
-    def _logged(self, app_id: str) -> list[_Delivery]:
-        """The app's pending deliveries and its log, oldest first."""
-        pending = [d for d in self._pending.values() if d.app.id == app_id]
-        app_log = self._logs.get(app_id)
-        settled = [*app_log.delivered, *app_log.failed] if app_log is not None else []
-        return sorted((*pending, *settled), key=lambda d: d.seq)
-
-    def _app_log(self, app_id: str) -> _AppLog:
-        app_log = self._logs.get(app_id)
-        if app_log is None:
-            budget = ByteBudget(self._server.webhook_log_max_bytes)
-            app_log = self._logs[app_id] = _AppLog(self._server.webhook_log_size, budget)
-        return app_log
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)

@@ -25,7 +25,7 @@ from pusher_compat.config import AppConfig, ServerConfig, Settings
 from pusher_compat.http_api import HttpApi
 from pusher_compat.hub import Hub
 from pusher_compat.metrics import METRICS, ApiCallCounter, Metrics, counted, metrics_handler
-from pusher_compat.webhooks import DeliveryTotals
+from pusher_compat.webhook_log import DeliveryTotals
 
 APP = AppConfig(id="1001", key="app-key", secret="app-secret")
 OTHER = AppConfig(id="2002", key="other-key", secret="other-secret")

@@ -29,7 +29,7 @@ from pusher_compat.http_api import HttpApi
 from pusher_compat.hub import Hub
 from pusher_compat.stats import StatisticsLogger
 from pusher_compat.stats_store import Snapshot, SqliteStore
-from pusher_compat.webhooks import DeliveryTotals
+from pusher_compat.webhook_log import DeliveryTotals
 
 APP = AppConfig(id="1001", key="app-key", secret="app-secret")
 OTHER = AppConfig(id="2002", key="other-key", secret="other-secret")

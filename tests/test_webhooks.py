@@ -34,7 +34,8 @@ from pusher_compat.config import AppConfig, ServerConfig, WebhookEndpoint
 from pusher_compat.connection import Connection
 from pusher_compat.hub import Hub
 from pusher_compat.signatures import channel_string, sign_auth, webhook_signature
-from pusher_compat.webhooks import DeliveryTotals, NotReplayable, Webhooks
+from pusher_compat.webhook_log import DeliveryTotals, NotReplayable
+from pusher_compat.webhooks import Webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
 # The Pusher docs' credentials (protocol.md §4.3, §8); the numeric id suits the Python SDK.
