@@ -23,9 +23,17 @@ from pusher_compat.channel_state import (
     member_removed_frame,
     socket_record,
 )
+from pusher_compat.channels import kind_of
 from pusher_compat.config import AppConfig, ServerConfig
 from pusher_compat.connection import Connection, SignIn
-from pusher_compat.hub import RELEASE_CHUNK, Channel, Hub, Member
+from pusher_compat.hub import Channel, Hub, Member
+from pusher_compat.hub_membership import (
+    count_socket,
+    forget_socket,
+    presence_full,
+    succeeded_frame,
+)
+from pusher_compat.hub_release import RELEASE_CHUNK, Releaser
 from pusher_compat.signatures import channel_string, sign_auth, user_string
 
 KEY = "278d425bdf160c739803"
@@ -610,6 +618,61 @@ def test_a_released_socket_keeps_no_table_sized_for_its_channels(loop: Loop) -> 
     conn.closed()
     loop.step()
     assert sys.getsizeof(conn.channels) == sys.getsizeof({})
+
+
+@dataclass(eq=False)
+class Closed:
+    """What the releaser reads of a closed connection: the channels it holds (and a name for
+    the test)."""
+
+    name: str
+    channels: dict[str, Member | None]
+
+
+def test_the_releaser_leaves_the_oldest_socket_first_and_tells_each_release_once(
+        loop: Loop) -> None:
+    left: list[tuple[str, str]] = []
+    released: list[tuple[str, int]] = []
+    releaser = Releaser(lambda conn, name: left.append((conn.name, name)),
+                        lambda conn, held: released.append((conn.name, held)), loop)
+    big = Closed("big", {f"b{index}": None for index in range(RELEASE_CHUNK + 1)})
+    small = Closed("small", {"s0": None})
+    releaser.release(big)
+    releaser.release(small)
+    assert (len(left), released, releaser.pending, len(loop.waiting)) == (
+        RELEASE_CHUNK, [], 2, 1)
+    loop.step()
+    assert left[-2:] == [("big", f"b{RELEASE_CHUNK}"), ("small", "s0")]
+    assert (released, releaser.pending, loop.waiting) == (
+        [("big", RELEASE_CHUNK + 1), ("small", 1)], 0, [])
+
+
+def test_membership_counts_each_members_sockets_and_gives_the_member_back_at_its_last() -> None:
+    channel = Channel("presence-a", kind_of("presence-a"))
+    ann = Member("1", {"name": "Ann"})
+    assert (count_socket(channel, ann), count_socket(channel, ann)) == (True, False)
+    channel.members[ann.key] = ann
+    assert count_socket(channel, None) is False
+    assert (channel.local_sockets, channel.sockets_per_member) == (3, {"1": 2})
+    assert forget_socket(channel, ann) is None
+    assert forget_socket(channel, Member("1")) is ann
+    assert (channel.local_sockets, channel.sockets_per_member, channel.members) == (1, {}, {})
+
+
+def test_subscription_answers_are_built_as_pusher_js_reads_them() -> None:
+    channel = Channel("presence-a", kind_of("presence-a"))
+    assert unframe(succeeded_frame(Channel("news", kind_of("news")), None)) == (
+        '{"event":"pusher_internal:subscription_succeeded","channel":"news","data":"{}"}')
+    assert unframe(succeeded_frame(channel, {"1": {"name": "Ann"}})) == (
+        '{"event":"pusher_internal:subscription_succeeded","channel":"presence-a",'
+        '"data":"{\\"presence\\":{\\"ids\\":[\\"1\\"],'
+        '\\"hash\\":{\\"1\\":{\\"name\\":\\"Ann\\"}},\\"count\\":1}}"}')
+    reached = "The maximum number of members in a presence channel (100) has been reached"
+    assert [unframe(frame) for frame in presence_full(channel, 100).to_frames()] == [
+        '{"event":"pusher:subscription_error","channel":"presence-a","data":'
+        f'{{"type":"LimitReached","error":"{reached}","status":4100}}}}',
+        f'{{"event":"pusher:error","data":{{"code":null,"message":"{reached}"}}}}',
+    ]
 
 
 def test_member_frames_are_built_as_pusher_js_reads_them() -> None:
