@@ -9,7 +9,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-__all__ = ["connect_url"]
+__all__ = ["connect_url", "text"]
+
+
+def text(value: bytes | str) -> str:
+    """A reply as text: the client does not decode replies (bus messages are bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def connect_url(url: str) -> aioredis.Redis | RedisCluster:
