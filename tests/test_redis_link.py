@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis.asyncio as aioredis
 from helpers import FakeClock, ListSink, Recorder, unframe
 
 from pusher_compat.adapters.outbox import Outbox
@@ -25,9 +26,10 @@ KEYS = AppKeys("pc", APP.id, "n1")
 
 @pytest.fixture
 def link() -> ClusterLink:
-    """A link that has not contacted Redis: nothing here may reach the client."""
+    """A link that has not contacted Redis: its client never connects (a redis-py client
+    connects on its first command, and none of these tests sends one)."""
     hub = Hub()
-    return ClusterLink(None, "n1", "pc", 10.0, Apps((APP,)), {APP.id: KEYS}, {},
+    return ClusterLink(aioredis.Redis(), "n1", "pc", 10.0, Apps((APP,)), {APP.id: KEYS}, {},
                        lambda: hub, lambda app_id, data: None, Outbox(1 << 20, 10.0))
 
 

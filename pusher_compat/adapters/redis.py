@@ -35,9 +35,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-
 from .. import wire
 from ..apps import Apps
 from ..channel_state import member_added_frame, member_removed_frame
@@ -45,7 +42,7 @@ from . import bus, lua
 from .base import ChannelCounts, HubView, Joined, Left, SignedIn, SignedOut
 from .local import LocalAdapter
 from .outbox import Outbox, Sequences
-from .redis_client import connect_url, text
+from .redis_client import Client, connect_url, text
 from .redis_keys import AppKeys
 from .redis_link import ClusterLink
 from .redis_restore import keep
@@ -65,7 +62,7 @@ class RedisAdapter:
 
     def __init__(self, apps: tuple[AppConfig, ...], url: str, prefix: str = "pusher-compat",
                  lease_seconds: float = 10.0,
-                 client: aioredis.Redis | RedisCluster | None = None,
+                 client: Client | None = None,
                  outbox_max_bytes: int = 8 * 1024 * 1024, outbox_max_age: float = 10.0
                  ) -> None:
         self.node = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -106,7 +103,7 @@ class RedisAdapter:
         self._local.bind(hub)
 
     @property
-    def client(self) -> aioredis.Redis | RedisCluster:
+    def client(self) -> Client:
         """The Redis client, shared with the webhook store."""
         return self._redis
 

@@ -19,12 +19,12 @@ import logging
 import time
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import redis_restore
-from .redis_client import text
+from .redis_client import Client, text
 from .redis_keys import nodes_key, reap_claim_key
 from .redis_writer import UNREACHABLE, Writer
 
@@ -77,7 +77,7 @@ class ClusterLink:
     """Keeps one node in the cluster: connects, renews its lease, reaps dead nodes, takes the
     link down when Redis fails and brings it back, then sends the outbox."""
 
-    def __init__(self, client: Any, node: str, prefix: str, lease_seconds: float, apps: Apps,
+    def __init__(self, client: Client, node: str, prefix: str, lease_seconds: float, apps: Apps,
                  keys: dict[str, AppKeys], scripts: dict[str, AsyncScript],
                  hub: Callable[[], HubView], receive: Callable[[str, bytes], None],
                  outbox: Outbox) -> None:
@@ -100,9 +100,13 @@ class ClusterLink:
         self._receive = receive
         """Handles one bus message: (app id, data)."""
         self.outbox = outbox
+        """Bus messages waiting while :attr:`bus` is held."""
         self.writer = Writer(client, lambda: self.up, self.lost)
+        """The one way commands reach Redis; it sends only while the link is up."""
         self.state = Link.DOWN
+        """Changed only here: :meth:`lost`, :meth:`_join` and :meth:`answered_locally`."""
         self.bus = BusGate.HELD
+        """Opened after a join once the outbox is sent; held again by :meth:`lost`."""
         self._wake = asyncio.Event()
         """Cuts the supervisor's wait between two beats short when the link is lost. Not state
         (that is :attr:`state`): only a wake-up, cleared once a heartbeat succeeded."""
@@ -162,7 +166,8 @@ class ClusterLink:
 
     async def live_nodes(self) -> set[str]:
         """Nodes not reaped yet: a node leaves this set only once its state was undone."""
-        return set(map(text, await self._redis.zrange(self._nodes, 0, -1)))
+        nodes = cast("list[bytes]", await self._redis.zrange(self._nodes, 0, -1))
+        return set(map(text, nodes))
 
     def lost(self, error: BaseException | str) -> None:
         """Leave the cluster until Redis answers again. What is queued gets local answers

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .. import wire
 from ..channel_state import channel_record, count_record, member_record, member_removed_frame
 from ..channels import kind_of
-from .redis_client import text
+from .redis_client import Client, text
 from .redis_writer import queue_script
 from .resync import Ledger, resync_calls
 
@@ -36,7 +36,7 @@ def keep(hub: HubView, app_id: str, channel: str, payload: bytes, ttl: float) ->
     hub.keep(app_id, channel, wire.frame(payload), data, ttl)
 
 
-async def resync(client: Any, scripts: dict[str, AsyncScript], keys: AppKeys, node: str,
+async def resync(client: Client, scripts: dict[str, AsyncScript], keys: AppKeys, node: str,
                  hub: HubView, app_id: str) -> None:
     """Make Redis hold exactly what this node holds: its ledger against its sockets."""
     pipe = client.pipeline(transaction=False)
@@ -58,7 +58,7 @@ async def resync(client: Any, scripts: dict[str, AsyncScript], keys: AppKeys, no
              app_id, len(channels), sum(len(c.members) for c in channels), len(users))
 
 
-async def load_cache(client: Any, keys: AppKeys, hub: HubView, app_id: str) -> None:
+async def load_cache(client: Client, keys: AppKeys, hub: HubView, app_id: str) -> None:
     """Cache channels' last events, for a node that starts or comes back."""
     async for key in client.scan_iter(match=keys.cache_pattern, count=500):
         pipe = client.pipeline(transaction=False)
@@ -69,7 +69,7 @@ async def load_cache(client: Any, keys: AppKeys, hub: HubView, app_id: str) -> N
             keep(hub, app_id, keys.cache_channel(text(key)), payload, ttl_ms / 1000)
 
 
-async def refresh_rosters(client: Any, keys: dict[str, AppKeys], hub: HubView) -> None:
+async def refresh_rosters(client: Client, keys: dict[str, AppKeys], hub: HubView) -> None:
     """Tell this node's presence sockets who is there now: a second
     ``subscription_succeeded`` resets pusher-js's member list (Echo calls ``here`` again)."""
     for app_id, app_keys in keys.items():
