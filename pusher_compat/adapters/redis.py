@@ -132,6 +132,7 @@ class RedisAdapter:
     # -- outbound ----------------------------------------------------------------------
 
     def _submit(self, op: Op) -> None:
+        """Queue a script call for Redis, or answer it locally while not in the cluster."""
         if not self.ready:
             self._link.answered_locally()
             if op.fallback is not None:
