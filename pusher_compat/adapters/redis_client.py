@@ -9,10 +9,18 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-__all__ = ["connect_url"]
+__all__ = ["Client", "connect_url", "text"]
+
+Client = aioredis.Redis | RedisCluster
+"""A client of one Redis (plain, TLS, Unix socket, Sentinel) or of a Redis Cluster."""
 
 
-def connect_url(url: str) -> aioredis.Redis | RedisCluster:
+def text(value: bytes | str) -> str:
+    """A reply as text: the client does not decode replies (bus messages are bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def connect_url(url: str) -> Client:
     """A client for ``redis://``, ``rediss://`` (TLS), ``unix://``,
     ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` or a Redis Cluster,
     ``redis+cluster://`` (``rediss+cluster://`` for TLS)
