@@ -524,11 +524,17 @@ async def test_nodes_find_redis_through_sentinel(
                       f"sentinel monitor primary 127.0.0.1 {redis_server.port} 1\n")
     sentinel = subprocess.Popen([redis_server.exe, str(config), "--sentinel"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster: list[ServerProcess] = []
     try:
         url = f"redis+sentinel://127.0.0.1:{port}/primary/0"
         text = cluster_config(redis_server).replace(redis_server.url, url)
-        await assert_an_event_crosses(await start_cluster(server_factory, text, count=2))
+        cluster = await start_cluster(server_factory, text, count=2)
+        await assert_an_event_crosses(cluster)
     finally:
+        # The nodes first: a node stopping after the sentinel spends seconds asking it for
+        # the primary again.
+        for node in cluster:
+            await asyncio.to_thread(node.stop)
         sentinel.terminate()
         sentinel.wait(10)
 
