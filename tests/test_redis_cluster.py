@@ -47,6 +47,11 @@ key = "first-key"
 secret = "first-secret"
 """
 """Listed before app 1001, so each node's one subscription goes to this app's shard."""
+CLUSTER_OUTAGE = 3.0
+"""Seconds the cluster stays stopped in the outbox test. Longer than one Redis's outage
+(test_cluster.OUTAGE): a restarted cluster takes about 2 s to be ``cluster_state:ok``, and
+node A must not be back before it, since the events it replays then do not reach node B
+(seen with 1 s)."""
 
 
 class RedisClusterServers:
@@ -219,7 +224,8 @@ async def test_events_published_while_the_redis_cluster_is_down_reach_other_node
         server_factory: Callable[..., ServerProcess], own_redis_cluster: RedisClusterServers
         ) -> None:
     await test_cluster.assert_events_published_while_redis_is_down_arrive_once_it_is_back(
-        await nodes_on(server_factory, own_redis_cluster), own_redis_cluster)
+        await nodes_on(server_factory, own_redis_cluster), own_redis_cluster,
+        CLUSTER_OUTAGE)
 
 
 async def test_a_killed_nodes_pending_webhooks_are_delivered_by_one_survivor(
