@@ -37,7 +37,7 @@ from helpers import (
 
 from pusher_compat.client import Client, ClientError, connect
 
-LEASE = 2
+LEASE = 1
 """node_lease_seconds of the test clusters: a killed node is reaped within LEASE * 1.25."""
 
 
