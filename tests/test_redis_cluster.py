@@ -3,8 +3,8 @@
 A three-shard Redis Cluster (three ``redis-server`` processes on free loopback ports, no
 replicas) is shared by the module's tests and flushed before each, since forming one takes
 seconds; the tests that stop it form their own. Each test starts three ``pusher-compat serve``
-processes pointed at its cluster; the
-pusher-js fleet and the helpers of tests/test_cluster.py drive them. The config lists another
+processes pointed at its cluster; the pusher-js fleet and the helpers of tests/test_cluster.py
+drive them. The config lists another
 app first, whose bus lives on another shard than app 1001's: a node subscribes on the shard
 of its first app's bus, so app 1001's events reach the nodes only if Redis Cluster carries
 them across shards.
@@ -160,8 +160,8 @@ def redis_cluster(shared_redis_cluster: RedisClusterServers) -> RedisClusterServ
 
 @pytest.fixture
 def own_redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
-    """A Redis Cluster of this test's own, for a test that stops it: the nodes' reconnection
-    is then checked against a cluster that no earlier test restarted."""
+    """A Redis Cluster of this test's own, for a test that stops it: no later test depends on
+    a restart having gone well."""
     directory = tmp_path / "redis-cluster"
     directory.mkdir()
     yield from formed(directory)
