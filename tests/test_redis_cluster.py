@@ -4,10 +4,9 @@ A three-shard Redis Cluster (three ``redis-server`` processes on free loopback p
 replicas) is shared by the module's tests and flushed before each, since forming one takes
 seconds; the tests that stop it form their own. Each test starts three ``pusher-compat serve``
 processes pointed at its cluster; the pusher-js fleet and the helpers of tests/test_cluster.py
-drive them. The config lists another
-app first, whose bus lives on another shard than app 1001's: a node subscribes on the shard
-of its first app's bus, so app 1001's events reach the nodes only if Redis Cluster carries
-them across shards.
+drive them. The config lists another app first, whose bus lives on another shard than app
+1001's: a node subscribes on the shard of its first app's bus, so app 1001's events reach the
+nodes only if Redis Cluster carries them across shards.
 """
 
 from __future__ import annotations
