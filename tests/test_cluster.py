@@ -37,7 +37,7 @@ from helpers import (
 
 from pusher_compat.client import Client, ClientError, connect
 
-LEASE = 2
+LEASE = 1
 """node_lease_seconds of the test clusters: a killed node is reaped within LEASE * 1.25."""
 
 
@@ -443,8 +443,10 @@ async def test_a_node_serves_its_own_clients_while_redis_is_down(
     assert users == {"users": [{"id": "1"}]}
 
 
-OUTAGE = 3.0
-"""Seconds Redis stays stopped in the outbox tests."""
+OUTAGE = 1.0
+"""Seconds one Redis stays stopped in the outbox test: the nodes fail several reconnects in it
+(the adapter retries after 0.1 s, then doubles the wait) and come back at the retry after it,
+about 1.5 s from the stop (3 s cost up to 6.3 s, waiting for a retry)."""
 
 
 async def events_until(client: Client, marker: str) -> list[tuple[str, Any]]:
@@ -456,9 +458,9 @@ async def events_until(client: Client, marker: str) -> list[tuple[str, Any]]:
 
 
 async def assert_events_published_while_redis_is_down_arrive_once_it_is_back(
-        nodes: list[ServerProcess], redis: Restartable) -> None:
-    """Events published on node A while ``redis`` is stopped for 3 s reach A's subscriber at
-    once, and B's after Redis is back, in order, once each."""
+        nodes: list[ServerProcess], redis: Restartable, outage: float = OUTAGE) -> None:
+    """Events published on node A while ``redis`` is stopped for ``outage`` seconds reach A's
+    subscriber at once, and B's after Redis is back, in order, once each."""
     a, b = nodes[0], nodes[1]
     async with connect(a.url, a.key) as on_a, connect(b.url, b.key) as on_b:
         for client in (on_a, on_b):
@@ -472,7 +474,7 @@ async def assert_events_published_while_redis_is_down_arrive_once_it_is_back(
         for event, data in published:
             seen = await on_a.next_event(channel="orders", timeout=5)
             assert (seen.event, seen.data) == (event, data)
-        await asyncio.sleep(max(0.0, stopped + OUTAGE - time.monotonic()))  # the outage
+        await asyncio.sleep(max(0.0, stopped + outage - time.monotonic()))  # the outage
         redis.start()
         for node in nodes:
             await until(lambda node=node: ready_status(node) == 200, "ready again", timeout=20)
@@ -524,11 +526,17 @@ async def test_nodes_find_redis_through_sentinel(
                       f"sentinel monitor primary 127.0.0.1 {redis_server.port} 1\n")
     sentinel = subprocess.Popen([redis_server.exe, str(config), "--sentinel"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster: list[ServerProcess] = []
     try:
         url = f"redis+sentinel://127.0.0.1:{port}/primary/0"
         text = cluster_config(redis_server).replace(redis_server.url, url)
-        await assert_an_event_crosses(await start_cluster(server_factory, text, count=2))
+        cluster = await start_cluster(server_factory, text, count=2)
+        await assert_an_event_crosses(cluster)
     finally:
+        # The nodes first: a node stopping after the sentinel spends seconds asking it for
+        # the primary again.
+        for node in cluster:
+            await asyncio.to_thread(node.stop)
         sentinel.terminate()
         sentinel.wait(10)
 

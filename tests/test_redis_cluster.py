@@ -1,11 +1,12 @@
 """Three nodes on a Redis Cluster (``redis+cluster://``) behave as one Pusher app.
 
-Each test starts its own three-shard Redis Cluster (three ``redis-server`` processes on free
-loopback ports, no replicas) and three ``pusher-compat serve`` processes pointed at it; the
-pusher-js fleet and the helpers of tests/test_cluster.py drive them. The config lists another
-app first, whose bus lives on another shard than app 1001's: a node subscribes on the shard
-of its first app's bus, so app 1001's events reach the nodes only if Redis Cluster carries
-them across shards.
+A three-shard Redis Cluster (three ``redis-server`` processes on free loopback ports, no
+replicas) is shared by the module's tests and flushed before each, since forming one takes
+seconds; the tests that stop it form their own. Each test starts three ``pusher-compat serve``
+processes pointed at its cluster; the pusher-js fleet and the helpers of tests/test_cluster.py
+drive them. The config lists another app first, whose bus lives on another shard than app
+1001's: a node subscribes on the shard of its first app's bus, so app 1001's events reach the
+nodes only if Redis Cluster carries them across shards.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import test_cluster
@@ -44,6 +46,11 @@ key = "first-key"
 secret = "first-secret"
 """
 """Listed before app 1001, so each node's one subscription goes to this app's shard."""
+CLUSTER_OUTAGE = 3.0
+"""Seconds the cluster stays stopped in the outbox test. Longer than one Redis's outage
+(test_cluster.OUTAGE): a restarted cluster takes about 2 s to be ``cluster_state:ok``, and
+node A must not be back before it, since the events it replays then do not reach node B
+(seen with 1 s)."""
 
 
 class RedisClusterServers:
@@ -97,6 +104,11 @@ class RedisClusterServers:
         with RedisCluster(host="127.0.0.1", port=self.ports[0]) as client:
             return str(client.get_node_from_key(key).name)
 
+    def flush(self) -> None:
+        """Delete every key on every shard; the cluster's shape (slots, config) stays."""
+        for port in self.ports:
+            assert self._cli(port, "FLUSHALL") == "OK", f"FLUSHALL on {port}"
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -121,11 +133,8 @@ class RedisClusterServers:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
-    """A Redis Cluster of this test's own, stopped afterwards (also when starting it failed)."""
-    directory = tmp_path / "redis-cluster"
-    directory.mkdir()
+def formed(directory: Path) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster in ``directory``, stopped afterwards (also when starting it failed)."""
     cluster = RedisClusterServers(directory)
     try:
         cluster.start()
@@ -134,15 +143,45 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
         cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory
+                         ) -> Iterator[RedisClusterServers]:
+    """The module's Redis Cluster, for the tests that leave it running."""
+    yield from formed(tmp_path_factory.mktemp("redis-cluster"))
+
+
 @pytest.fixture
-async def nodes(server_factory: Callable[..., ServerProcess],
-                redis_cluster: RedisClusterServers) -> list[ServerProcess]:
-    """Three nodes on the cluster; the ``fleet`` fixture of test_cluster connects to them."""
+def redis_cluster(shared_redis_cluster: RedisClusterServers) -> RedisClusterServers:
+    """The module's Redis Cluster, emptied of what earlier tests' nodes wrote."""
+    shared_redis_cluster.flush()
+    return shared_redis_cluster
+
+
+@pytest.fixture
+def own_redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of this test's own, for a test that stops it: no later test depends on
+    a restart having gone well."""
+    directory = tmp_path / "redis-cluster"
+    directory.mkdir()
+    yield from formed(directory)
+
+
+async def nodes_on(server_factory: Callable[..., ServerProcess],
+                   redis_cluster: RedisClusterServers) -> list[ServerProcess]:
+    """Three nodes on ``redis_cluster``."""
     assert redis_cluster.shard_of("test:{4001}:bus") != redis_cluster.shard_of(
         "test:{1001}:bus"), "the two apps' buses must live on different shards"
     # cluster_config reads only ``url`` of the Redis it is given.
     config = FIRST_APP + cluster_config(redis_cluster)  # type: ignore[arg-type]
     return await start_cluster(server_factory, config)
+
+
+@pytest.fixture
+async def nodes(server_factory: Callable[..., ServerProcess],
+                redis_cluster: RedisClusterServers) -> list[ServerProcess]:
+    """Three nodes on the module's cluster; the ``fleet`` fixture of test_cluster connects to
+    them."""
+    return await nodes_on(server_factory, redis_cluster)
 
 
 # The same specification as on one Redis, run here on this module's ``nodes``.
@@ -173,15 +212,19 @@ async def test_channels_api_answers_for_the_whole_cluster_from_any_node(
 
 
 async def test_events_and_presence_come_back_after_the_redis_cluster_restarts(
-        nodes: list[ServerProcess], fleet: Fleet, redis_cluster: RedisClusterServers) -> None:
+        server_factory: Callable[..., ServerProcess], own_redis_cluster: RedisClusterServers,
+        fleet_factory: Callable[[ServerProcess], Any]) -> None:
+    nodes = await nodes_on(server_factory, own_redis_cluster)
     await test_cluster.assert_the_cluster_recovers_from_a_redis_restart(
-        nodes, fleet, redis_cluster)
+        nodes, await fleet_factory(nodes[0]), own_redis_cluster)
 
 
 async def test_events_published_while_the_redis_cluster_is_down_reach_other_nodes_after(
-        nodes: list[ServerProcess], redis_cluster: RedisClusterServers) -> None:
+        server_factory: Callable[..., ServerProcess], own_redis_cluster: RedisClusterServers
+        ) -> None:
     await test_cluster.assert_events_published_while_redis_is_down_arrive_once_it_is_back(
-        nodes, redis_cluster)
+        await nodes_on(server_factory, own_redis_cluster), own_redis_cluster,
+        CLUSTER_OUTAGE)
 
 
 async def test_a_killed_nodes_pending_webhooks_are_delivered_by_one_survivor(
