@@ -114,6 +114,7 @@ class RedisClusterServers:
         return "cluster_state:ok" in self._cli(self.ports[shard], "CLUSTER", "INFO")
 
     def _spawn(self, shard: int) -> subprocess.Popen[bytes]:
+        """Start the primary of ``shard`` (it finds the cluster through its config file)."""
         port, bus_port = self.ports[shard], self.bus_ports[shard]
         return subprocess.Popen(
             [self.server, "--bind", "127.0.0.1", "--port", str(port),
