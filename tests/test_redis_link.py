@@ -4,11 +4,13 @@ and what a reaped node's leftovers tell this node's sockets and listeners."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 import redis.asyncio as aioredis
 from helpers import FakeClock, ListSink, Recorder, unframe
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pusher_compat.adapters.outbox import Outbox
 from pusher_compat.adapters.redis_keys import AppKeys
@@ -31,6 +33,13 @@ def link() -> ClusterLink:
     hub = Hub()
     return ClusterLink(aioredis.Redis(), "n1", "pc", 10.0, Apps((APP,)), {APP.id: KEYS}, {},
                        lambda: hub, lambda app_id, data: None, Outbox(1 << 20, 10.0))
+
+
+async def test_a_join_fails_when_the_bus_subscription_ends_before_redis_confirms_it(
+        link: ClusterLink) -> None:
+    ended = asyncio.create_task(asyncio.sleep(0))
+    with pytest.raises(RedisConnectionError, match="redis did not confirm the bus subscription"):
+        await link._confirmed(ended)
 
 
 def test_a_link_starts_down_with_its_bus_held(link: ClusterLink) -> None:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-__all__ = ["Client", "connect_url", "text"]
+__all__ = ["Client", "connect_url", "not_ok_primaries", "text"]
 
 Client = aioredis.Redis | RedisCluster
 """A client of one Redis (plain, TLS, Unix socket, Sentinel) or of a Redis Cluster."""
@@ -18,6 +18,19 @@ Client = aioredis.Redis | RedisCluster
 def text(value: bytes | str) -> str:
     """A reply as text: the client does not decode replies (bus messages are bytes)."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def not_ok_primaries(client: Client) -> list[str]:
+    """The primaries of a Redis Cluster that do not report ``cluster_state:ok`` (none for one
+    Redis). A restarted primary says ``fail`` for about 2 s: meanwhile a keyed command gets
+    CLUSTERDOWN, on which redis-py closes every connection, the bus subscription's too, and a
+    PUBLISH it takes may not reach the other primaries' subscribers."""
+    if not isinstance(client, RedisCluster):
+        return []
+    infos: Any = await client.cluster_info(target_nodes=RedisCluster.PRIMARIES)
+    if "cluster_state" in infos:  # one primary: redis-py returns its reply alone
+        infos = {"primary": infos}
+    return sorted(name for name, info in infos.items() if info.get("cluster_state") != "ok")
 
 
 def connect_url(url: str) -> Client:

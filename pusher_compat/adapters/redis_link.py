@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import redis_restore
-from .redis_client import Client, text
+from .redis_client import Client, not_ok_primaries, text
 from .redis_keys import nodes_key, reap_claim_key
 from .redis_writer import UNREACHABLE, Writer
 
@@ -47,6 +47,8 @@ OUTBOX_MARGIN = 0.5
 (several polls: a loaded event loop wakes late)."""
 RESYNC_ROUNDS = 3
 """Resynchronisations a join runs at most while local answers keep coming in meanwhile."""
+SUBSCRIBED_WITHIN = 5.0
+"""Seconds a join waits for Redis to confirm the bus subscription before it counts as failed."""
 
 
 class Link(Enum):
@@ -118,6 +120,10 @@ class ClusterLink:
         """The bus subscription of the current join."""
         self._listener: asyncio.Task[None] | None = None
         """Reads :attr:`_pubsub`."""
+        self._subscribed = asyncio.Event()
+        """Set by :meth:`_listen` once Redis has confirmed every bus channel of the current
+        join's subscription; a join waits for it before it renews the lease (which tells the
+        other nodes' outboxes that this node hears the bus)."""
         self._flusher: asyncio.Task[None] | None = None
         """Sends the outbox once the other nodes are back (see :meth:`_flush_outbox`)."""
         self._peers: dict[str, float] = {}
@@ -216,6 +222,10 @@ class ClusterLink:
     async def _join(self) -> None:
         """(Re)connect: subscribe to the bus, make Redis agree with this node, then serve."""
         await self._redis.ping()
+        not_ok = await not_ok_primaries(self._redis)
+        if not_ok:
+            # A primary still restarting would drop the subscription, or an outbox's events.
+            raise RedisConnectionError(f"redis cluster not ok yet on {', '.join(not_ok)}")
         self.state = Link.JOINING
         for script in self._scripts.values():
             await self._redis.script_load(script.script)
@@ -225,8 +235,10 @@ class ClusterLink:
         if self._listener is not None:
             self._listener.cancel()
         self._pubsub = self._redis.pubsub()
+        self._subscribed = asyncio.Event()
         await self._pubsub.subscribe(*self._buses)
         self._listener = asyncio.create_task(self._listen())
+        await self._confirmed(self._listener)
         await self._heartbeat()
         hub = self._hub()
         for _ in range(RESYNC_ROUNDS):
@@ -258,12 +270,25 @@ class ClusterLink:
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.create_task(self._refresh_rosters()))
 
+    async def _confirmed(self, listener: asyncio.Task[None]) -> None:
+        """Wait until Redis has confirmed the bus subscription that ``listener`` reads."""
+        confirmed = asyncio.create_task(self._subscribed.wait())
+        try:
+            await asyncio.wait({confirmed, listener}, timeout=SUBSCRIBED_WITHIN,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            confirmed.cancel()
+        if not self._subscribed.is_set():
+            raise RedisConnectionError("redis did not confirm the bus subscription")
+
     async def _listen(self) -> None:
-        pubsub = self._pubsub
+        pubsub, subscribed = self._pubsub, self._subscribed
         try:
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     self._receive(self._buses[text(message["channel"])], message["data"])
+                elif message["type"] == "subscribe" and message["data"] == len(self._buses):
+                    subscribed.set()  # the count of channels subscribed: the last one
         except UNREACHABLE as error:
             self.lost(error)
 
