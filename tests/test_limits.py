@@ -387,17 +387,18 @@ def hold_channels(*args: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_memory_of_sockets_at_the_default_channel_limit_is_returned() -> None:
-    figures = hold_channels("--channels", "1000", "--rounds", "5")
+    figures = hold_channels("--channels", "1000", "--rounds", "3")
     assert figures["growth_kib"] < 2 * 1024, figures
 
 
 @pytest.mark.slow
-def test_memory_of_100000_channel_sockets_is_reused_not_accumulated() -> None:
-    """What a 100,000-channel socket used is kept by the allocator (arenas pinned by a few
-    survivors) but reused by the next one: RSS does not climb round after round. Accumulating
-    would add a socket's whole working set (about 55 MiB) each round; reuse leaves the second
-    round within fragmentation noise of the first, well under half of that."""
-    figures = hold_channels("--channels", "100000", "--rounds", "2")
+def test_memory_of_50000_channel_sockets_is_reused_not_accumulated() -> None:
+    """What a socket holding 50,000 channels used is kept by the allocator (arenas pinned by a
+    few survivors) but reused by the next one: RSS does not climb round after round.
+    Accumulating would add a socket's whole working set (about 28 MiB) each round; reuse
+    leaves the second round within fragmentation noise of the first, well under half of that.
+    (``bench/hold_channels.py --channels 100000 --rounds 3`` measures the 100,000 case.)"""
+    figures = hold_channels("--channels", "50000", "--rounds", "2")
     first, *_, last = figures["rss_after_each_kib"]
     working_set = figures["rss_peak_kib"] - figures["rss_before_kib"]
     assert last - first < working_set / 2, figures
