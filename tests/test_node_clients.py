@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -68,10 +69,21 @@ def test_each_connection_gets_a_different_socket_id(node: str, server: ServerPro
     assert first != second
 
 
+@pytest.fixture(scope="module")
+def refused(node: str, server: ServerProcess) -> dict[str, dict[str, Any]]:
+    """``refused_connection.mjs`` for an unknown and a disabled app key, run side by side:
+    each waits 1.5 s to see that pusher-js does not retry."""
+    keys = ("no-such-key", "disabled-key")
+    with ThreadPoolExecutor(len(keys)) as pool:
+        runs = [pool.submit(run_node, node, server, "refused_connection.mjs",
+                            env={"PUSHER_APP_KEY": key}) for key in keys]
+        return {key: run.result() for key, run in zip(keys, runs, strict=True)}
+
+
 def test_unknown_app_key_is_refused_with_4001_and_not_retried(
-    node: str, server: ServerProcess
+    refused: dict[str, dict[str, Any]],
 ) -> None:
-    result = run_node(node, server, "refused_connection.mjs", env={"PUSHER_APP_KEY": "no-such-key"})
+    result = refused["no-such-key"]
 
     assert result["states"] == ["connecting", "disconnected"]
     assert result["error_codes"], "pusher-js reported no error"
@@ -80,11 +92,9 @@ def test_unknown_app_key_is_refused_with_4001_and_not_retried(
 
 
 def test_disabled_app_is_refused_with_4003_and_not_retried(
-    node: str, server: ServerProcess
+    refused: dict[str, dict[str, Any]],
 ) -> None:
-    result = run_node(
-        node, server, "refused_connection.mjs", env={"PUSHER_APP_KEY": "disabled-key"}
-    )
+    result = refused["disabled-key"]
 
     assert result["states"] == ["connecting", "disconnected"]
     assert result["error_codes"], "pusher-js reported no error"
