@@ -111,7 +111,11 @@ class ServerProcess(ServerAddress):
         return int(next(line for line in status.splitlines() if line.startswith("VmRSS:"))
                    .split()[1])
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send ``sig`` and wait for the exit code; after ``timeout`` seconds, kill (-9).
+        The default outlasts the server's own bounded shutdown (drain, then at most 10 s for
+        closing sockets and 10 s for requests), so a slow machine is not mistaken for a hang;
+        a kill prints the log's tail, which the failing test's report then shows."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -119,6 +123,8 @@ class ServerProcess(ServerAddress):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                print(f"killed after {timeout} s; the server's last lines:\n"
+                      + "".join(self.log[-30:]), file=sys.stderr)
         return self.process.returncode
 
 

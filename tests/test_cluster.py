@@ -305,6 +305,7 @@ async def assert_a_gone_nodes_pending_webhooks_are_taken_over(
         ws = await WsClient.handshake(await session.ws_connect(cluster[0].ws_url()))
         await subscribe_one_delivery_each(ws, receiver, [f"ch-{n}" for n in range(20)])
         await until(lambda: len(pending()) == 20, "20 deliveries kept in redis")
+        await ws.ws.close()  # closed by us: the stop below has no socket to wait for
     before = pending()
     assert await asyncio.to_thread(cluster[0].stop, sig) == exit_code
     receiver.failures = 0
