@@ -52,6 +52,11 @@ One node needs nothing else. To run several behind a load balancer, start each w
 --adapter redis --redis-url redis://HOST:6379/0: events, presence, counts, users and
 quotas are then shared, and a node that dies is removed from presence within
 node_lease_seconds (default 10) plus a quarter of it.
+
+--workers N runs N processes on the one port (SO_REUSEPORT) under a supervisor that
+restarts a worker that dies and drains them all on SIGTERM: one node per core. Workers are
+nodes of the Redis adapter, so N > 1 needs --adapter redis. /metrics, /up and the
+statistics are per worker: a request is answered by whichever worker the kernel picked.
 """
 
 
@@ -82,11 +87,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="log lines as text or one JSON object each (default text)")
     serve.add_argument("--log-level", choices=logs.LEVELS,
                        help="logging level (default info)")
+    serve.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="processes serving the port together, one per core at most "
+                            "(default 1; past 1 needs --adapter redis)")
+    # Set by the supervisor on the command line of each worker it starts.
+    serve.add_argument("--worker", type=_positive_int, help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     add_stats_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     if args.command == "stats":
         return int(args.run(args))
@@ -95,11 +107,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  log_level=args.log_level, ssl_cert=args.ssl_cert,
                                  ssl_key=args.ssl_key, ssl_ca=args.ssl_ca,
                                  log_format=args.log_format, adapter=args.adapter,
-                                 redis_url=args.redis_url)
+                                 redis_url=args.redis_url, workers=args.workers)
     except ConfigError as error:
         print(f"pusher-compat: configuration error: {error}", file=sys.stderr)
         return 2
     logs.configure(settings.server.log_level, settings.server.log_format)
+    if args.worker is not None:
+        from .workers import run_worker
+
+        run_worker(settings, args.worker, args.supervisor_fd)
+        return 0
+    if settings.server.workers > 1:
+        from .workers import supervise
+
+        return supervise(settings, argv)
     from .server import run
 
     run(settings)
@@ -237,6 +258,13 @@ def prune_command(args: argparse.Namespace) -> int:
     print(f"pruned {deleted} row(s) older than {days:g} day(s) ({_local_time(cutoff)}) "
           f"from {path}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
 
 
 def _non_negative(text: str) -> float:

@@ -227,6 +227,9 @@ class ServerConfig:
     when it is back; past it the oldest are dropped (counted and logged). 0 keeps none."""
     redis_outbox_max_age_seconds: float = 10.0
     """Messages of the outbox older than this when Redis is back are dropped, not sent."""
+    workers: Annotated[int, Minimum(1, "must be at least 1")] = 1
+    """Worker processes serving ``port`` together (``SO_REUSEPORT``) under one supervisor,
+    each a node of the Redis adapter (required past 1); 1 = this process serves alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +285,29 @@ def _check_tls(server: ServerConfig, source: str) -> None:
         path = getattr(server, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"{source}: server.{key}: no such file {path!r}")
+
+
+def _check_workers(server: ServerConfig, source: str) -> None:
+    """Workers share state only through Redis, and worker ``n`` serves ``/metrics`` on
+    ``metrics_port + n - 1``: every one of those ports must be a port, none the main one."""
+    last_metrics_port = server.metrics_port + server.workers - 1
+    if server.metrics_port and (last_metrics_port > 65535
+                                or server.metrics_port <= server.port <= last_metrics_port):
+        ports = (f"{server.metrics_port}..{last_metrics_port} (one per worker)"
+                 if server.workers > 1 else str(server.metrics_port))
+        raise ConfigError(f"{source}: server.metrics_port must be a port other than "
+                          f"server.port (or 0), got {ports}")
+    if server.workers == 1:
+        return
+    if server.adapter != "redis":
+        raise ConfigError(
+            f"{source}: server.workers = {server.workers} needs the redis adapter, through "
+            "which workers share channels, presence and events: set --adapter redis and "
+            "--redis-url URL (or adapter and redis_url in [server])")
+    if server.dashboard_password:
+        raise ConfigError(
+            f"{source}: server.dashboard_password: the dashboard keeps its sessions in one "
+            "process, so it is not served by workers: serve it from a node with workers = 1")
 
 
 def _base64(text: str) -> bytes:
@@ -341,9 +367,7 @@ def load_settings(
     server_table = {**server_table, **{k: v for k, v in overrides.items() if v is not None}}
     server_values = check_fields(ServerConfig, server_table, "server", source)
     server = ServerConfig(**server_values)
-    if server.metrics_port > 65535 or server.port == server.metrics_port != 0:
-        raise ConfigError(f"{source}: server.metrics_port must be a port other than "
-                          f"server.port (or 0), got {server.metrics_port}")
+    _check_workers(server, source)
     if server.webhook_store and not Path(server.webhook_store).parent.is_dir():
         raise ConfigError(f"{source}: server.webhook_store: no directory "
                           f"{str(Path(server.webhook_store).parent)!r} to keep the file in")

@@ -17,7 +17,8 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -38,7 +39,7 @@ from .webhook_store import create_store
 from .webhooks import Webhooks
 from .wire import Code
 
-__all__ = ["GatewaySite", "create_app", "listen", "run", "serve"]
+__all__ = ["GatewaySite", "create_app", "listen", "run", "run_loop", "serve"]
 
 log = logging.getLogger("pusher_compat")
 
@@ -138,20 +139,25 @@ def create_app(settings: Settings, *, clock: Clock = time.monotonic,
 
 async def listen(app: web.Application, host: str, port: int,
                  ssl_context: ssl.SSLContext | None = None,
-                 shutdown_timeout: float = 10.0) -> web.AppRunner:
+                 shutdown_timeout: float = 10.0, *, reuse_port: bool = False) -> web.AppRunner:
     """Start serving ``app`` (made by :func:`create_app`) on ``host:port``; ``runner.addresses``
-    says where, ``runner.cleanup()`` stops."""
+    says where, ``runner.cleanup()`` stops. ``reuse_port``: share the port with other
+    processes binding it the same way (``SO_REUSEPORT``, the workers of one supervisor)."""
     runner = JsonErrorRunner(app, handle_signals=False, access_log=None,
                              shutdown_timeout=shutdown_timeout,
                              keepalive_timeout=app[SETTINGS].server.http_keepalive_timeout)
     await runner.setup()
-    await GatewaySite(runner, app[GATEWAY], host, port, ssl_context).start()
+    await GatewaySite(runner, app[GATEWAY], host, port, ssl_context,
+                      reuse_port=reuse_port).start()
     return runner
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def serve(settings: Settings, stop: asyncio.Event | None = None, *,
+                reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then drain: readiness turns 503, sockets are
-    closed with 4200 over ``drain_seconds``, and the server stops."""
+    closed with 4200 over ``drain_seconds``, and the server stops. A worker
+    (:mod:`pusher_compat.workers`) binds with ``reuse_port`` and is told ``ready`` once it
+    listens."""
     server = settings.server
     app = create_app(settings)
     # Signals first: a SIGTERM right after the "listening" line must drain, not kill.
@@ -160,7 +166,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = await listen(app, server.host, server.port, _ssl_context(server),
-                          server.shutdown_timeout)
+                          server.shutdown_timeout, reuse_port=reuse_port)
     _tune_gc()
     for config in settings.apps:
         log.info("serving app id=%s key=%s (%s, client events %s)", config.id, config.key,
@@ -170,6 +176,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for address in runner.addresses:
         log.info("pusher-compat listening on %s://%s:%s (WebSocket /app/{key}, API /apps/{id})",
                  scheme, address[0], address[1])
+    if ready is not None:
+        ready()
     await stop.wait()
     log.info("shutting down: not ready any more, closing connections")
     await app[GATEWAY].drain(server.drain_seconds)
@@ -201,9 +209,14 @@ def _ssl_context(server: ServerConfig) -> ssl.SSLContext | None:
 
 def run(settings: Settings) -> None:
     """Run :func:`serve` on uvloop when it is installed."""
+    run_loop(serve(settings))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` (:func:`serve`, or a worker's wrapper of it) on uvloop when installed."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(main)

@@ -356,15 +356,18 @@ class GatewaySite(web.BaseSite):
     """A TCP (or TLS) site whose connections are read first by :class:`FirstRequest`:
     WebSockets on ``/app`` bypass aiohttp, every other route is aiohttp's as before."""
 
-    __slots__ = ("_bound_port", "_gateway", "_host", "_port")
+    __slots__ = ("_bound_port", "_gateway", "_host", "_port", "_reuse_port")
 
     def __init__(self, runner: web.AppRunner, gateway: Admission, host: str, port: int,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, *, reuse_port: bool = False) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=_BACKLOG)
         self._gateway = gateway
         self._host = host
         self._port = port
         self._bound_port = port
+        self._reuse_port = reuse_port
+        """Bind with ``SO_REUSEPORT``: the workers of one supervisor each bind ``port`` and
+        the kernel spreads new connections over them."""
 
     @property
     def name(self) -> str:
@@ -378,7 +381,7 @@ class GatewaySite(web.BaseSite):
         assert http is not None
         self._server = server = await asyncio.get_running_loop().create_server(
             functools.partial(FirstRequest, self._gateway, http), self._host, self._port,
-            ssl=self._ssl_context, backlog=self._backlog,
+            ssl=self._ssl_context, backlog=self._backlog, reuse_port=self._reuse_port or None,
             # A TLS handshake comes before the first head: it gets the same time.
             ssl_handshake_timeout=self._gateway.heads.timeout if self._ssl_context else None,
         )
