@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 from .config import ServerConfig, Settings
-from .server import run_loop, serve
 
 __all__ = [
     "RESTART_BASE_SECONDS",
@@ -315,12 +314,17 @@ def run_worker(settings: Settings, index: int, supervisor_fd: int) -> None:
     """Serve as worker ``index`` of the supervisor holding the other end of ``supervisor_fd``
     (a socket pair): bind with ``SO_REUSEPORT``, say when listening, and drain on SIGTERM or
     when the supervisor is gone."""
+    # Imported here: the supervisor, which serves nothing, starts its workers sooner without.
+    from .server import run_loop
+
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerTag(index))
     run_loop(_serve_worker(worker_settings(settings, index), socket.socket(fileno=supervisor_fd)))
 
 
 async def _serve_worker(settings: Settings, supervisor: socket.socket) -> None:
+    from .server import serve
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     supervisor.setblocking(False)

@@ -129,9 +129,10 @@ class ServerProcess(ServerAddress):
 
 
 def start_server(config_text: str, tmp_path: Path, *extra: str,
-                 open_files: int | None = None) -> ServerProcess:
-    """Start the server on port 0 and wait until it logs the port it took. ``open_files``:
-    the child's own RLIMIT_NOFILE (soft and hard), ours untouched."""
+                 open_files: int | None = None, ready: str = "") -> ServerProcess:
+    """Start the server on port 0 and wait until it logs the port it took (on a line holding
+    ``ready`` too: a supervisor's line, not its first worker's). ``open_files``: the child's
+    own RLIMIT_NOFILE (soft and hard), ours untouched."""
     config = tmp_path / "pusher-compat.toml"
     config.write_text(textwrap.dedent(config_text))
 
@@ -157,7 +158,7 @@ def start_server(config_text: str, tmp_path: Path, *extra: str,
             break
         log.append(line)
         match = _LISTEN_RE.search(line)
-        if match:
+        if match and ready in line:
             server = ServerProcess(port=int(match.group(1)), process=process, log=log)
             _drain(process, log)
             return server

@@ -80,6 +80,25 @@ def test_file_without_apps_takes_the_app_from_the_environment(tmp_path: Path) ->
     assert settings.apps[0].key == "from-env"
 
 
+def test_each_worker_needs_a_metrics_port_of_its_own(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nport = 6001\nmetrics_port = 6000\nworkers = 3\n'
+                           'adapter = "redis"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, env={})
+    assert str(raised.value) == (f"{path}: server.metrics_port must be a port other than "
+                                 "server.port (or 0), got 6000..6002 (one per worker)")
+
+
+def test_the_dashboard_is_refused_with_workers(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nworkers = 2\nadapter = "redis"\n'
+                           'dashboard_password = "pw"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, env={})
+    assert str(raised.value) == (
+        f"{path}: server.dashboard_password: the dashboard keeps its sessions in one process, "
+        "so it is not served by workers: serve it from a node with workers = 1")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
