@@ -99,7 +99,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and (args.worker is None) != (args.supervisor_fd is None):
+        parser.error("--worker and --supervisor-fd are set together, by the supervisor")
     if args.command == "stats":
         return int(args.run(args))
     try:

@@ -231,6 +231,8 @@ class Supervisor:
         while True:
             assert worker.process is not None
             returncode = await worker.process.wait()
+            if self._phase is not Phase.SERVING:
+                return
             lived = time.monotonic() - worker.started
             worker.young_deaths = worker.young_deaths + 1 if lived < STABLE_SECONDS else 0
             delay = restart_delay(worker.young_deaths)
