@@ -60,6 +60,9 @@ key = "{APP_KEY}"
 secret = "{APP_SECRET}"
 client_events = true
 max_connections = 0
+# No API rate limit (0 is the default; said here because the publish steps depend on it).
+max_backend_events_per_second = 0
+max_read_requests_per_second = 0
 """
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
@@ -73,6 +76,20 @@ class Step:
     timeout: float
 
 
+def _publish_steps(seconds: int) -> tuple[Step, ...]:
+    """The signed HTTP API under wrk (50 connections, one thread), to 1,000 private channels:
+    single events without and with a subscriber on each channel, single events on a new
+    connection each (Soketi closes every API connection anyway), then 10-event batches."""
+    base = ("publish", "--channels", "1000", "--duration", str(seconds))
+    return (
+        Step("publish-1k", base, 60 + seconds),
+        Step("publish-1k-subscribed", (*base, "--subscribed"), 90 + seconds),
+        Step("publish-1k-close", (*base, "--close"), 60 + seconds),
+        Step("batch-1k", (*base, "--batch", "10"), 60 + seconds),
+        Step("batch-1k-subscribed", (*base, "--batch", "10", "--subscribed"), 90 + seconds),
+    )
+
+
 QUICK = (
     Step("fanout-1k", ("fanout", "--subscribers", "1000", "--events", "500"), 90),
     Step("latency-1k", ("latency", "--subscribers", "1000", "--rate", "50", "--duration", "5",
@@ -81,6 +98,7 @@ QUICK = (
                          "--events", "4000"), 90),
     Step("connections", ("connections", "--levels", "1000,5000"), 120),
     Step("presence-500", ("presence", "--subscribers", "500"), 90),
+    *_publish_steps(3),
 )
 FULL = (
     Step("fanout-1k", ("fanout", "--subscribers", "1000", "--events", "2000"), 180),
@@ -92,6 +110,7 @@ FULL = (
     Step("connections", ("connections", "--levels", "1000,10000,19000,50000",
                          "--source-addresses", "2"), 300),
     Step("presence-2k", ("presence", "--subscribers", "2000", "--rounds", "2"), 180),
+    *_publish_steps(10),
 )
 
 
@@ -179,6 +198,13 @@ class Soketi(Server):
             "appManager.array.apps.0.id": APP_ID, "appManager.array.apps.0.key": APP_KEY,
             "appManager.array.apps.0.secret": APP_SECRET,
             "appManager.array.apps.0.enableClientMessages": True,
+            # No rate limit on the API or on connections (-1, Soketi's default, said here
+            # because the publish steps depend on it); its payload and request-size limits
+            # (100 KiB per event, 100 MiB per request) are above ours.
+            "appManager.array.apps.0.maxConnections": -1,
+            "appManager.array.apps.0.maxBackendEventsPerSecond": -1,
+            "appManager.array.apps.0.maxClientEventsPerSecond": -1,
+            "appManager.array.apps.0.maxReadRequestsPerSecond": -1,
         }))
         env = dict(os.environ, SOKETI_HOST="127.0.0.1", SOKETI_PORT=str(self.port))
         self.log.write_bytes(b"")
