@@ -156,11 +156,16 @@ class Server:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: see {self.log}")
+                raise RuntimeError(f"{self.name} exited; its log ends: {self._log_tail()}")
             if self.port and _port_open(self.port):
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start listening: see {self.log}")
+        raise RuntimeError(f"{self.name} did not start listening; its log ends: "
+                           f"{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        # The log lives in run.py's temporary directory, gone once the run ends.
+        return self.log.read_text(errors="replace")[-600:]
 
 
 class OurServer(Server):
@@ -190,7 +195,25 @@ class Soketi(Server):
     name = "soketi"
 
     def start(self) -> None:
+        """Start on free ports, and on new ones if it does not listen (three tries).
+
+        A free port found here may be taken by another process before Soketi binds it; Soketi
+        then logs that it is up all the same (its listen callback ignores the failure) and
+        never listens, so the port itself is checked.
+        """
         ensure_soketi()
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return
+            except RuntimeError:
+                self.stop()
+                if attempt == 2:
+                    raise
+                print(f"soketi did not listen on {self.port}: trying other ports",
+                      file=sys.stderr, flush=True)
+
+    def _start_once(self) -> None:
         self.port = _free_port()
         config = self.workdir / "soketi.json"
         config.write_text(json.dumps({
@@ -212,7 +235,7 @@ class Soketi(Server):
         env = dict(os.environ, SOKETI_HOST="127.0.0.1", SOKETI_PORT=str(self.port))
         self.log.write_bytes(b"")
         self._spawn(["node", str(SOKETI_BIN), "start", f"--config={config}"], env, SOKETI_DIR)
-        self._wait_listening(time.monotonic() + 60)
+        self._wait_listening(time.monotonic() + 30)
 
 
 def ensure_soketi() -> None:

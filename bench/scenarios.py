@@ -586,7 +586,7 @@ async def publish(run: Run) -> dict[str, Any]:
     clients: list[WsClient] = []
     if args.subscribed:
         clients = await open_subscribers(
-            run, len(names), names.__getitem__, marker=EVENT_MARKER,
+            run, len(names), lambda i: names[i], marker=EVENT_MARKER,
             authorize=lambda sid, ch: sign_auth(target.key, target.secret,
                                                 channel_string(sid, ch)))
         if len(clients) < len(names):
