@@ -273,7 +273,11 @@ SERVERS: dict[str, type[Server]] = {"ours": OurServer, "soketi": Soketi}
 
 def run_step(step: Step, server: Server, extra: Sequence[str]) -> dict[str, Any]:
     """Start ``server``, run the scenario against it, stop it; the JSON line as a dict."""
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()  # a server that never listened must not outlive the run
+        raise
     assert server.process is not None
     command = [sys.executable, str(BENCH / "loadgen.py"), *step.args, "--port", str(server.port),
                "--server-pid", str(server.process.pid), "--label", server.name,
