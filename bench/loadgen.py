@@ -56,6 +56,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
                           "ranges; needed past ~28k sockets (default 1)")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _publishing(parser: argparse.ArgumentParser, batch: int) -> None:
     group = parser.add_argument_group("publishing")
     group.add_argument("--batch", type=int, default=batch, choices=range(1, 11), metavar="1-10",
@@ -133,6 +140,35 @@ def _parser() -> argparse.ArgumentParser:
     pres.add_argument("--members", type=int, default=50,
                       help="members per presence channel (default 50; servers cap at 100)")
     pres.add_argument("--rounds", type=int, default=1, help="join+leave rounds (default 1)")
+
+    pub = commands.add_parser("publish", help="the signed HTTP API under wrk",
+                              description="Pre-signed POST /apps/{id}/events (one event, one "
+                                          "per-user private channel per request, as Laravel's "
+                                          "broadcast() sends) or batch_events, replayed by wrk "
+                                          "on keep-alive connections; requests/s, server CPU "
+                                          "per request, p50/p99 request latency.")
+    _common(pub)
+    pub.add_argument("--channels", type=_positive, default=1000,
+                     help="private-user.N channels, one request signed for each (default 1000)")
+    pub.add_argument("--subscribed", action="store_true",
+                     help="one socket subscribed (signed auth) to each channel; the deliveries "
+                          "are counted and checked")
+    _publishing(pub, 1)
+    wrk = pub.add_argument_group("wrk", "--batch 1 sends POST /events, more sends batch_events")
+    wrk.add_argument("--duration", type=_positive, default=10,
+                     help="seconds of measured load (default 10)")
+    wrk.add_argument("--warmup", type=int, default=1,
+                     help="seconds of load before measuring, discarded; 0: none (default 1)")
+    wrk.add_argument("--connections", type=_positive, default=50,
+                     help="keep-alive connections (default 50)")
+    wrk.add_argument("--threads", type=_positive, default=1, help="wrk threads (default 1)")
+    wrk.add_argument("--close", action="store_true",
+                     help="send Connection: close: a new connection per request, as Soketi "
+                          "does on its own (it closes every API connection after the answer)")
+    wrk.add_argument("--request-timeout", type=_positive, default=5,
+                     help="wrk counts a request slower than this many seconds as a timeout "
+                          "(default 5)")
+    wrk.add_argument("--wrk", default="wrk", help="the wrk executable (default wrk on PATH)")
     return parser
 
 

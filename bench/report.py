@@ -38,6 +38,20 @@ _PRESENCE: list[Figure] = [
     ("server CPU µs per join", lambda r: r.get("server_cpu_us_per_join")),
 ]
 
+_PUBLISH: list[Figure] = [
+    ("requests/s", lambda r: r.get("requests_per_s")),
+    ("events/s", lambda r: r.get("events_per_s")),
+    ("server CPU µs per request", lambda r: r.get("server_cpu_us_per_request")),
+    ("server CPU µs per event", lambda r: r.get("server_cpu_us_per_event")),
+    ("server CPU %", lambda r: r.get("server_cpu_pct")),
+    ("p50 ms", lambda r: r.get("p50_ms")),
+    ("p99 ms", lambda r: r.get("p99_ms")),
+    ("wrk CPU %", lambda r: r.get("wrk_cpu_pct")),
+    ("receiver CPU %", lambda r: r.get("receiver_cpu_pct")),
+    ("non-2xx", lambda r: r.get("non_2xx")),
+    ("missing deliveries", lambda r: r.get("missing_deliveries")),
+]
+
 
 def _level_figures(record: dict[str, Any]) -> list[Figure]:
     figures: list[Figure] = []
@@ -60,6 +74,8 @@ def _figures(record: dict[str, Any]) -> list[Figure]:
         return _LATENCY
     if scenario == "presence":
         return _PRESENCE
+    if scenario == "publish":
+        return _PUBLISH
     if scenario == "connections":
         return _level_figures(record)
     return [("errors", lambda r: r.get("errors"))]

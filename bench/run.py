@@ -60,6 +60,9 @@ key = "{APP_KEY}"
 secret = "{APP_SECRET}"
 client_events = true
 max_connections = 0
+# No API rate limit (0 is the default; said here because the publish steps depend on it).
+max_backend_events_per_second = 0
+max_read_requests_per_second = 0
 """
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
@@ -71,6 +74,23 @@ class Step:
     name: str
     args: tuple[str, ...]
     timeout: float
+    servers: tuple[str, ...] = ()
+    """Run only against these servers; empty: against every one selected."""
+
+
+def _publish_steps(seconds: int) -> tuple[Step, ...]:
+    """The signed HTTP API under wrk (50 connections, one thread), to 1,000 private channels:
+    single events without and with a subscriber on each channel, then on a new connection
+    each (ours only: Soketi closes every API connection after its answer anyway, so its
+    ``publish-1k`` already is that case), then 10-event batches."""
+    base = ("publish", "--channels", "1000", "--duration", str(seconds))
+    return (
+        Step("publish-1k", base, 60 + seconds),
+        Step("publish-1k-subscribed", (*base, "--subscribed"), 90 + seconds),
+        Step("publish-1k-close", (*base, "--close"), 60 + seconds, servers=("ours",)),
+        Step("batch-1k", (*base, "--batch", "10"), 60 + seconds),
+        Step("batch-1k-subscribed", (*base, "--batch", "10", "--subscribed"), 90 + seconds),
+    )
 
 
 QUICK = (
@@ -81,6 +101,7 @@ QUICK = (
                          "--events", "4000"), 90),
     Step("connections", ("connections", "--levels", "1000,5000"), 120),
     Step("presence-500", ("presence", "--subscribers", "500"), 90),
+    *_publish_steps(3),
 )
 FULL = (
     Step("fanout-1k", ("fanout", "--subscribers", "1000", "--events", "2000"), 180),
@@ -92,6 +113,7 @@ FULL = (
     Step("connections", ("connections", "--levels", "1000,10000,19000,50000",
                          "--source-addresses", "2"), 300),
     Step("presence-2k", ("presence", "--subscribers", "2000", "--rounds", "2"), 180),
+    *_publish_steps(10),
 )
 
 
@@ -134,11 +156,16 @@ class Server:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: see {self.log}")
+                raise RuntimeError(f"{self.name} exited; its log ends: {self._log_tail()}")
             if self.port and _port_open(self.port):
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start listening: see {self.log}")
+        raise RuntimeError(f"{self.name} did not start listening; its log ends: "
+                           f"{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        # The log lives in run.py's temporary directory, gone once the run ends.
+        return self.log.read_text(errors="replace")[-600:]
 
 
 class OurServer(Server):
@@ -168,7 +195,25 @@ class Soketi(Server):
     name = "soketi"
 
     def start(self) -> None:
+        """Start on free ports, and on new ones if it does not listen (three tries).
+
+        A free port found here may be taken by another process before Soketi binds it; Soketi
+        then logs that it is up all the same (its listen callback ignores the failure) and
+        never listens, so the port itself is checked.
+        """
         ensure_soketi()
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return
+            except RuntimeError:
+                self.stop()
+                if attempt == 2:
+                    raise
+                print(f"soketi did not listen on {self.port}: trying other ports",
+                      file=sys.stderr, flush=True)
+
+    def _start_once(self) -> None:
         self.port = _free_port()
         config = self.workdir / "soketi.json"
         config.write_text(json.dumps({
@@ -179,11 +224,18 @@ class Soketi(Server):
             "appManager.array.apps.0.id": APP_ID, "appManager.array.apps.0.key": APP_KEY,
             "appManager.array.apps.0.secret": APP_SECRET,
             "appManager.array.apps.0.enableClientMessages": True,
+            # No rate limit on the API or on connections (-1, Soketi's default, said here
+            # because the publish steps depend on it); its payload and request-size limits
+            # (100 KiB per event, 100 MiB per request) are above ours.
+            "appManager.array.apps.0.maxConnections": -1,
+            "appManager.array.apps.0.maxBackendEventsPerSecond": -1,
+            "appManager.array.apps.0.maxClientEventsPerSecond": -1,
+            "appManager.array.apps.0.maxReadRequestsPerSecond": -1,
         }))
         env = dict(os.environ, SOKETI_HOST="127.0.0.1", SOKETI_PORT=str(self.port))
         self.log.write_bytes(b"")
         self._spawn(["node", str(SOKETI_BIN), "start", f"--config={config}"], env, SOKETI_DIR)
-        self._wait_listening(time.monotonic() + 60)
+        self._wait_listening(time.monotonic() + 30)
 
 
 def ensure_soketi() -> None:
@@ -221,7 +273,11 @@ SERVERS: dict[str, type[Server]] = {"ours": OurServer, "soketi": Soketi}
 
 def run_step(step: Step, server: Server, extra: Sequence[str]) -> dict[str, Any]:
     """Start ``server``, run the scenario against it, stop it; the JSON line as a dict."""
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()  # a server that never listened must not outlive the run
+        raise
     assert server.process is not None
     command = [sys.executable, str(BENCH / "loadgen.py"), *step.args, "--port", str(server.port),
                "--server-pid", str(server.process.pid), "--label", server.name,
@@ -276,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pusher-compat-bench-") as tmp:
         for step in steps:
             for name in names:
+                if step.servers and name not in step.servers:
+                    continue
                 result = run_step(step, SERVERS[name](Path(tmp)), extra)
                 failures += bool(result.get("errors"))
                 line = json.dumps(result)

@@ -11,17 +11,24 @@ import asyncio
 import hashlib
 import hmac
 import math
+import resource
+import shutil
 import socket
+import tempfile
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
+import wrkload
 from procstat import CpuClock, fd_limit, process_fd_limit, rss_bytes
 from publisher import Event, Publisher, event_data
 from wsclient import Counters, Target, WsClient, open_many
+
+from pusher_compat.signatures import channel_string, sign_auth
 
 __all__ = [
     "EVENT_MARKER",
@@ -105,10 +112,12 @@ async def _connect(
 async def open_subscribers(
     run: Run, count: int, channel_of: Callable[[int], str | None], first: int = 0,
     stamps: bool = False, label: str = "connect", marker: bytes | None = None,
+    authorize: Callable[[str, str], str] | None = None,
 ) -> list[WsClient]:
     """Open ``count`` sockets; socket ``i`` subscribes to ``channel_of(i)`` (None: no channel).
 
-    ``stamps``: the clients read publish times; ``marker``: they count deliveries by marker.
+    ``stamps``: the clients read publish times; ``marker``: they count deliveries by marker;
+    ``authorize(socket_id, channel)``: the ``auth`` value of a private channel's subscribe.
     """
     args = run.args
     step_timeout = args.step_timeout
@@ -123,7 +132,8 @@ async def open_subscribers(
             await asyncio.wait_for(client.established, step_timeout)
             channel = channel_of(first + index)
             if channel is not None:
-                await asyncio.wait_for(client.subscribe(channel), step_timeout)
+                auth = authorize(client.socket_id, channel) if authorize else ""
+                await asyncio.wait_for(client.subscribe(channel, auth), step_timeout)
         except BaseException:
             client.abort()
             raise
@@ -479,10 +489,160 @@ async def presence(run: Run) -> dict[str, Any]:
     return figures
 
 
+# -- publish: the signed HTTP API under wrk ----------------------------------------------
+
+
+async def _probe(target: Target, raw: bytes, timeout: float) -> str | None:
+    """Send one pre-signed request on its own connection; None if answered 2xx, else why not.
+
+    Run once before wrk, so that a refused signature shows up with the server's own message
+    instead of as a count of failed requests.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(target.host, target.port)
+            try:
+                writer.write(raw)
+                status = await reader.readline()
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(min(length, 4096))
+            finally:
+                writer.close()
+    except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as error:
+        return f"probe request: {type(error).__name__}: {error}"
+    if status[9:10] == b"2":
+        return None
+    return f"probe request answered {status.strip().decode(errors='replace')}: {body[:200]!r}"
+
+
+async def _run_wrk(run: Run, script: Path, seconds: int) -> tuple[dict[str, Any], float]:
+    """wrk for ``seconds`` with ``script``: (the script's report, wrk's CPU seconds).
+
+    wrk is this process's only child, so the change of ``RUSAGE_CHILDREN`` over its run is
+    its CPU time, every thread included.
+    """
+    args = run.args
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    process = await asyncio.create_subprocess_exec(
+        args.wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency",
+        f"--timeout={args.request_timeout}s", "-s", str(script),
+        f"http://{wrkload.authority(run.target)}/",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await process.communicate()
+    finally:
+        if process.returncode is None:  # cancelled by the hard timeout
+            process.kill()
+            await process.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk exited with {process.returncode}: {err.decode()[-300:]}")
+    return wrkload.parse_report(out.decode()), cpu
+
+
+async def _quiet(counters: Counters, settle: float) -> None:
+    """Wait until deliveries stop arriving (none for 0.2 s), at most ``settle`` seconds: the
+    warm-up's last requests must not be counted in the measured run."""
+    deadline = time.perf_counter() + settle
+    while time.perf_counter() < deadline:
+        before = counters.deliveries
+        await asyncio.sleep(0.2)
+        if counters.deliveries == before:
+            return
+
+
+def _wrk_figures(report: dict[str, Any], batch: int) -> dict[str, Any]:
+    seconds = report["duration_us"] / 1e6
+    done = report["requests"]
+    return {
+        "requests": done,
+        "duration_s": round(seconds, 3),
+        "requests_per_s": round(done / seconds) if seconds else 0,
+        "events_per_s": round(done * batch / seconds) if seconds else 0,
+        **{f"{q}_ms": round(report[f"{q}_us"] / 1000, 3) for q in ("p50", "p90", "p99", "max")},
+        "mean_ms": round(report["mean_us"] / 1000, 3),
+        "non_2xx": report["status_errors"],
+        "socket_errors": {k: report[k] for k in ("connect_errors", "read_errors",
+                                                  "write_errors", "timeouts") if report[k]},
+    }
+
+
+async def publish(run: Run) -> dict[str, Any]:
+    """Pre-signed ``POST /events`` (or ``batch_events``) to per-user private channels, sent by
+    wrk on keep-alive connections, with or without one subscriber on each channel."""
+    args = run.args
+    counters = run.counters
+    if shutil.which(args.wrk) is None:
+        counters.error(f"wrk not found ({args.wrk!r}): install it (Debian: apt-get install wrk)")
+        return {}
+    names = [f"private-user.{i}" for i in range(args.channels)]
+    target = run.target
+    clients: list[WsClient] = []
+    if args.subscribed:
+        clients = await open_subscribers(
+            run, len(names), lambda i: names[i], marker=EVENT_MARKER,
+            authorize=lambda sid, ch: sign_auth(target.key, target.secret,
+                                                channel_string(sid, ch)))
+        if len(clients) < len(names):
+            return {"subscribers": len(clients)}
+    # Signed just before the run: the servers accept a timestamp within their window (600 s).
+    requests = wrkload.presign(target, names, args.batch, EVENT_NAME, _padding(run),
+                               int(time.time()), args.close)
+    problem = await _probe(target, requests[0], args.step_timeout)
+    if problem:
+        counters.error(problem)
+        return {}
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
+        script = Path(tmp) / "publish.lua"
+        script.write_text(wrkload.lua_script(requests))
+        if args.warmup > 0:
+            await _run_wrk(run, script, args.warmup)
+            await _quiet(counters, args.settle)
+        base = counters.deliveries
+        clock = run.clock()
+        report, wrk_cpu = await _run_wrk(run, script, args.duration)
+        wall, own, server = clock.read()
+    figures = {"channels": len(names), "subscribers": len(clients), "batch": args.batch,
+               "connections": args.connections, "threads": args.threads,
+               **_wrk_figures(report, args.batch)}
+    done = figures["requests"]
+    figures["wrk_cpu_pct"] = round(100 * wrk_cpu / wall, 1)
+    # One wrk thread is one core: near 100 % per thread, the generator sets the rate.
+    figures["generator_saturated"] = wrk_cpu / wall > 0.9 * args.threads
+    if server is not None and done:
+        figures["server_cpu_pct"] = round(100 * server / wall, 1)
+        figures["server_cpu_us_per_request"] = round(1e6 * server / done, 2)
+        figures["server_cpu_us_per_event"] = round(1e6 * server / (done * args.batch), 2)
+    if clients:
+        # wrk does not count the requests still in flight when it stops; the server may have
+        # published them, so more deliveries than counted requests is not an error.
+        expected = done * args.batch
+        await wait_for_deliveries(counters, base + expected, args.settle)
+        received = counters.deliveries - base
+        figures.update(deliveries=received, missing_deliveries=max(0, expected - received),
+                       receiver_cpu_pct=round(100 * own / wall, 1))
+        if received < expected:
+            counters.error(f"{expected - received} of {expected} deliveries missing")
+    if not done:
+        counters.error("wrk completed no request")
+    if figures["non_2xx"]:
+        counters.error(f"{figures['non_2xx']} responses with status >= 400")
+    if figures["socket_errors"]:
+        counters.error(f"wrk socket errors: {figures['socket_errors']}")
+    return figures
+
+
 SCENARIOS = {
     "fanout": fanout,
     "channels": channels,
     "latency": latency,
     "connections": connections,
     "presence": presence,
+    "publish": publish,
 }
