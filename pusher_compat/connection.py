@@ -57,9 +57,9 @@ class Connection:
     """One client connection of one app, from ``connection_established`` to close."""
 
     __slots__ = (
-        "_client_events", "_clock", "_counters", "_hub", "_refused", "_sink", "_subscribes",
-        "app", "channels", "last_activity", "opened_at", "ping_sent_at", "server", "signin",
-        "socket_id", "state", "user_id", "user_info", "watchlist",
+        "_client_events", "_clock", "_counters", "_hub", "_refused", "_signin_deadline",
+        "_sink", "_subscribes", "app", "channels", "last_activity", "ping_sent_at", "server",
+        "signin", "socket_id", "state", "user_id", "user_info", "watchlist",
     )
 
     def __init__(
@@ -85,7 +85,11 @@ class Connection:
         self._counters = hub.counters(app.id)
         self._sink = sink
         self._clock = clock
-        self.opened_at = self.last_activity = clock()
+        self.last_activity = now = clock()
+        timeout = app.user_authentication_timeout
+        self._signin_deadline = now + timeout if timeout else None
+        """When an anonymous socket is closed (4009) for not having signed in; ``None`` when
+        the app sets no ``user_authentication_timeout`` (the default: no float kept)."""
         self.ping_sent_at: float | None = None
         self._client_events: PerSecond | None = None
         """Made on the first client event: most sockets never send one."""
@@ -131,11 +135,11 @@ class Connection:
         """Ping a socket silent for ``activity_timeout``; close it 4201 if the ping goes
         unanswered for ``pong_timeout``. Called periodically by the server."""
         now = self._clock()
-        deadline = self.app.user_authentication_timeout
-        if deadline and self.signin is not SignIn.SIGNED_IN and now - self.opened_at >= deadline:
+        deadline = self._signin_deadline
+        if deadline is not None and self.signin is not SignIn.SIGNED_IN and now >= deadline:
             self.fail(PusherError(
-                Code.UNAUTHORIZED, f"Connection not signed in within {deadline} seconds",
-                close=True,
+                Code.UNAUTHORIZED, "Connection not signed in within "
+                f"{self.app.user_authentication_timeout} seconds", close=True,
             ))
             return
         if self.ping_sent_at is None:
@@ -223,7 +227,8 @@ class Connection:
         signature, so a flood costs a counter, not an HMAC, and cannot grow the hub."""
         app = self.app
         refusal = None
-        if not self._subscribes.allow(self._clock()):
+        # The frame's arrival time, read once by receive: the window start shares its float.
+        if not self._subscribes.allow(self.last_activity):
             refusal = SubscriptionError(
                 name, "LimitReached",
                 f"Subscription rate limit reached: at most {app.max_subscriptions_per_second} "

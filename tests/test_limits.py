@@ -342,7 +342,7 @@ def public_channels(server: ServerProcess) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def test_up_answers_within_100_ms_while_a_socket_with_100000_channels_is_released(
+async def test_up_is_answered_while_a_socket_with_100000_channels_is_released(
         server_factory: Callable[..., ServerProcess]) -> None:
     server = server_factory(HOLDER_CONFIG.format(port=free_port()))
     async with aiohttp.ClientSession() as session:
@@ -368,8 +368,11 @@ async def test_up_answers_within_100_ms_while_a_socket_with_100000_channels_is_r
     assert json.loads(message.data) == {
         "event": "pusher_internal:member_removed", "channel": LAST,
         "data": '{"user_id":"holder"}'}
-    assert max(latencies) < 0.1, f"/up took up to {max(latencies) * 1000:.0f} ms"
-    assert len(latencies) >= 2, "the release ended before /up could be asked during it"
+    # Released in one pass, the loop would answer /up once or twice, after a 160 ms stall;
+    # in chunks it answers again and again meanwhile. The bound is loose on purpose: it says
+    # "never held for long", not how fast (timing figures live in bench/hold_channels.py).
+    assert len(latencies) >= 5, f"/up answered only {len(latencies)} times during the release"
+    assert max(latencies) < 0.5, f"/up took up to {max(latencies) * 1000:.0f} ms"
     assert public_channels(server) == 0
 
 

@@ -906,5 +906,5 @@ async def test_client_event_flood_to_a_silent_endpoint_keeps_memory_within_the_b
     assert sent >= FLOOD_SOCKETS * FLOOD_RATE * FLOOD_SECONDS * 0.9
     assert 'webhook_deliveries_dropped_total{app="1001",reason="pending_bytes"}' in metrics
     assert growth < (PENDING_BUDGET + LOG_BUDGET) // 1024 + FLOOD_MARGIN_KIB
-    assert slowest < 0.1
+    assert slowest < 0.5  # never held for long (a bound, not a speed figure)
 
