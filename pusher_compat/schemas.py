@@ -10,6 +10,14 @@ accepts, without reading the server. The wheel force-includes the folder as
 The schemas are structural only (types, required members, patterns fixed by the protocol).
 Configurable limits such as name lengths, channel counts and payload sizes are checked by the
 server itself, with its own error messages.
+
+Every message of the hot paths (a publish, a client event) is checked, so the verdict does not
+come from jsonschema, which spends 20 to 50 µs on a small body: each schema is compiled, when
+the schemas load, into plain Python closures for the keywords the schemas use (``_KEYWORDS``),
+about 1 µs per small message. A keyword the compiler does not implement stops the loading with
+:class:`UnsupportedSchema` rather than being skipped. jsonschema stays the reference: it runs
+on the same schema only once the compiled check has refused an instance, to word the error, and
+the tests hold the two verdicts equal.
 """
 
 from __future__ import annotations
@@ -213,12 +221,13 @@ class _Compiler:
             return known
         finished: list[Check] = []
         self._compiled[path] = lambda instance: finished[0](instance)
-        check = self._compile(node, path)
+        check = self._build(node, path)
         finished.append(check)
         self._compiled[path] = check
         return check
 
-    def _compile(self, node: Any, path: tuple[str, ...]) -> Check:
+    def _build(self, node: Any, path: tuple[str, ...]) -> Check:
+        """The check of ``node`` (a subschema: a bool or a dict of keywords)."""
         if node is True:
             return _anything
         if node is False:
