@@ -174,6 +174,18 @@ class HttpGuard(asyncio.Protocol):
         self._pending: Pending | None = pending
         """The head on its way, if one is: at first the connection's first head."""
 
+    @classmethod
+    def hand_over(cls, handler: RequestHandler, heads: PendingHeads,
+                  transport: asyncio.Transport, pending: Pending,
+                  received: bytes | bytearray) -> None:
+        """Give ``transport``, whose head ``pending`` is on its way, to ``handler`` (a new
+        aiohttp connection protocol) behind a guard, replaying the bytes ``received`` so
+        far: aiohttp serves the connection as if it had accepted it itself."""
+        guard = cls(handler, heads, transport, pending)
+        transport.set_protocol(guard)
+        handler.connection_made(transport)
+        guard.data_received(bytes(received))
+
     def data_received(self, data: bytes) -> None:
         handler = self._handler
         # aiohttp keeps these private: whether it waits for a request, and how many it read.
