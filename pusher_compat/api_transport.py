@@ -30,14 +30,14 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol
+from typing import NamedTuple, Protocol, cast
 
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.web_protocol import RequestHandler
-from multidict import MultiDict, MultiDictProxy, MultiMapping
+from multidict import MultiDict
 from yarl import URL
 
 from .http_errors import HttpError
@@ -52,8 +52,6 @@ HOT_PREFIX = b"POST /apps/"
 HEAD_LIMIT = 16384
 """Bytes of a head read while it may still be a hot request; past it aiohttp decides (and
 applies its own limits)."""
-_MAX_HEADERS = 100
-"""Header lines of a hot request; more go to aiohttp, which refuses past its own limit."""
 _REQUEST_LINE = re.compile(
     rb"POST (/apps/(?!\.\.?/)([A-Za-z0-9._~-]+)/(events|batch_events))"
     rb"(?:\?([A-Za-z0-9._~!$&'()*+,;=:@/?%-]*))? HTTP/1\.1")
@@ -62,15 +60,21 @@ _REQUEST_LINE = re.compile(
 _PLAIN_QUERY = re.compile(rb"[\w.~-]+=[\w.~-]*(?:&[\w.~-]+=[\w.~-]*)*", re.ASCII)
 """A query string decoded by splitting it (the SDKs' ``auth_*`` and ``body_md5``); any other
 is decoded by yarl, as aiohttp decodes ``request.query``."""
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-"""Characters a header value may not hold (horizontal tab is allowed)."""
+_HEADERS = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*)*")
+"""Well-formed header lines, each after its CRLF: a token, a colon, a value without control
+characters (horizontal tab allowed). Anything else (obs-fold, a bare LF, a space before the
+colon) is aiohttp's to refuse."""
+_FIELDS = re.compile(
+    rb"\r\n(content-length|connection|expect|transfer-encoding|content-encoding|upgrade)"
+    rb":[ \t]*([^\r]*?)[ \t]*(?=\r|\Z)")
+"""The header lines this transport reads, in a lower-cased head; the others are ignored."""
+_NOT_LEAN = frozenset({b"transfer-encoding", b"content-encoding", b"upgrade"})
+"""Headers whose request is aiohttp's: a coded body, or a protocol switch."""
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
-@dataclass(frozen=True, slots=True)
-class ApiRequest:
+class ApiRequest(NamedTuple):
     """One HTTP API request, whichever transport read it: what the API's handlers read."""
 
     method: str
@@ -78,15 +82,15 @@ class ApiRequest:
     """The path as sent, percent-escapes kept (what most SDKs sign)."""
     path: str
     """The percent-decoded path (what some SDKs sign)."""
-    query: MultiMapping[str]
-    """The decoded query parameters."""
+    query: Mapping[str, str]
+    """The decoded query parameters: a multidict when a name repeats (the first value is
+    the one read, as aiohttp's ``request.query``)."""
     body: bytes
     params: Mapping[str, str]
     """The route's path parameters (``app_id``, ``channel``, ``user_id``...)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """An answer: always JSON (the API answers nothing else)."""
 
     status: int
@@ -109,7 +113,7 @@ class HotRoutes(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ApiService:
-    """The hot routes and the limits they are served with."""
+    """The hot routes, the limits they are served with, and the connections serving them."""
 
     routes: HotRoutes
     max_body: int
@@ -117,10 +121,17 @@ class ApiService:
     idle_timeout: float
     """``http_keepalive_timeout``: seconds a connection may stay idle between requests, and
     the time a body has, from the end of its head, to arrive whole."""
+    connections: set[ApiProtocol] = field(default_factory=set)
+    """The open connections (not those handed to aiohttp), for :meth:`close_all`."""
+
+    def close_all(self) -> None:
+        """The server stops: idle connections are closed now, the others after the answer
+        to the request they are sending (as aiohttp's shutdown treats its own)."""
+        for connection in list(self.connections):
+            connection.shut_down()
 
 
-@dataclass(frozen=True, slots=True)
-class _Head:
+class _Head(NamedTuple):
     """A hot request head, read."""
 
     route: str
@@ -136,32 +147,27 @@ class _Head:
                           {"app_id": self.app_id})
 
 
-def _read_head(head: bytes | bytearray) -> _Head | None:
+def _read_head(head: bytes) -> _Head | None:
     """The hot request in ``head`` (without its blank line); ``None`` for anything else."""
-    request_line, *lines = head.split(b"\r\n")
-    match = _REQUEST_LINE.fullmatch(request_line)
-    if match is None or len(lines) > _MAX_HEADERS:
+    line_end = head.find(b"\r\n")
+    if line_end < 0:
+        return None  # no headers, so no Content-Length
+    match = _REQUEST_LINE.fullmatch(head, 0, line_end)
+    if match is None or not _HEADERS.fullmatch(head, line_end):
         return None
     length: int | None = None
     expect_continue = close = False
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
-            return None
-        name = name.lower()
+    for name, value in _FIELDS.findall(head.lower(), line_end):
         if name == b"content-length":
-            value = value.strip(b" \t")
             if length is not None or not value.isdigit():
                 return None
             length = int(value)
         elif name == b"connection":
-            close = b"close" in (token.strip(b" \t") for token in value.lower().split(b","))
-        elif name == b"expect":
-            if value.strip(b" \t").lower() != b"100-continue":
-                return None
-            expect_continue = True
-        elif name in (b"transfer-encoding", b"content-encoding", b"upgrade"):
+            close = close or b"close" in (token.strip(b" \t") for token in value.split(b","))
+        elif name in _NOT_LEAN or value != b"100-continue":  # or an Expect it cannot meet
             return None
+        else:
+            expect_continue = True
     if length is None:
         return None
     path, app_id, route, query = match.groups()
@@ -169,29 +175,42 @@ def _read_head(head: bytes | bytearray) -> _Head | None:
                  expect_continue, close)
 
 
-def _decode_query(query: bytes) -> MultiMapping[str]:
+def _decode_query(query: bytes) -> Mapping[str, str]:
     """``query`` decoded exactly as aiohttp decodes ``request.query``."""
-    if not query or _PLAIN_QUERY.fullmatch(query):
-        pairs = [pair.partition("=") for pair in query.decode().split("&")] if query else []
-        return MultiDictProxy(MultiDict([(name, value) for name, _, value in pairs]))
+    if not query:
+        return {}
+    if _PLAIN_QUERY.fullmatch(query):
+        # Each pair holds a "=" (the pattern says so): split in two, a [name, value] list.
+        split = [pair.split("=", 1) for pair in query.decode().split("&")]
+        pairs = cast(list[tuple[str, str]], split)
+        decoded = dict(pairs)
+        if len(decoded) == len(pairs):
+            return decoded  # no name twice: a dict reads as the multidict would
+        return MultiDict(pairs)
     return URL.build(query_string=query.decode(), encoded=True).query
 
 
 class _Clock:
-    """The ``Date`` header (RFC 9110 §6.6.1), formatted once per second."""
+    """The ``Date`` header (RFC 9110 §6.6.1), formatted once per second, and the usual
+    answer (200, ``{}``, kept alive) made with it."""
 
-    __slots__ = ("_date", "_second")
+    __slots__ = ("_date", "_ok", "_second")
 
     def __init__(self) -> None:
         self._second = -1
-        self._date = b""
+        self._date = self._ok = b""
 
     def date(self) -> bytes:
         now = int(time.time())
         if now != self._second:
             self._second = now
             self._date = formatdate(now, usegmt=True).encode()
+            self._ok = _render(200, b"{}", (), self._date, False)
         return self._date
+
+    def ok(self) -> bytes:
+        self.date()
+        return self._ok
 
 
 _CLOCK = _Clock()
@@ -200,14 +219,22 @@ _SERVER = SERVER_SOFTWARE.encode()
 
 def render(reply: Reply, close: bool) -> bytes:
     """``reply`` as an HTTP/1.1 response, its head as aiohttp writes one."""
-    extra = "".join(f"{name}: {value}\r\n" for name, value in reply.headers).encode()
+    status, body, headers = reply
+    if status == 200 and not close and not headers and body == b"{}":
+        return _CLOCK.ok()
+    return _render(status, body, headers, _CLOCK.date(), close)
+
+
+def _render(status: int, body: bytes, headers: tuple[tuple[str, str], ...], date: bytes,
+            close: bool) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers).encode()
     return b"".join((
-        b"HTTP/1.1 %d %s\r\n" % (reply.status, _REASONS.get(reply.status, "").encode()),
+        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "").encode()),
         extra,
         b"Content-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\nServer: %s\r\n"
-        % (len(reply.body), _CLOCK.date(), _SERVER),
+        % (len(body), date, _SERVER),
         b"Connection: close\r\n\r\n" if close else b"\r\n",
-        reply.body,
+        body,
     ))
 
 
@@ -235,8 +262,8 @@ class ApiProtocol(asyncio.Protocol):
     to aiohttp (``http`` makes its connection protocols)."""
 
     __slots__ = ("_address", "_buffer", "_deadline", "_head", "_heads", "_http", "_left",
-                 "_out", "_pending", "_phase", "_service", "_timer", "_transport",
-                 "_writing_paused")
+                 "_loop", "_out", "_pending", "_phase", "_service", "_shutting_down", "_timer",
+                 "_transport", "_writing_paused")
 
     def __init__(self, service: ApiService, heads: PendingHeads,
                  http: Callable[[], RequestHandler], transport: asyncio.Transport,
@@ -246,6 +273,7 @@ class ApiProtocol(asyncio.Protocol):
         """Counts and times every head of this connection."""
         self._http = http
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
         self._address = pending.address
         """The client's address, which its pending heads count for."""
         self._pending: Pending | None = pending
@@ -268,6 +296,17 @@ class ApiProtocol(asyncio.Protocol):
         request: firing early, it is set again for the deadline then current."""
         self._writing_paused = False
         """The transport's buffer is full: reading waits until the client reads."""
+        self._shutting_down = False
+        """The server stops: the answer being read or computed is the last one."""
+        service.connections.add(self)
+
+    def shut_down(self) -> None:
+        """Close now when between requests or in a head; else once the request is answered."""
+        if self._phase is Phase.IDLE or self._phase is Phase.HEAD:
+            self._stop()
+            self._transport.close()
+        else:
+            self._shutting_down = True
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -332,14 +371,14 @@ class ApiProtocol(asyncio.Protocol):
             if len(buffer) >= HEAD_LIMIT:
                 self._hand_over()
             return False
-        head = _read_head(buffer[:end])
+        head = _read_head(bytes(buffer[:end]))
         if head is None:
             self._hand_over()
             return False
         self._finish_pending()
         self._buffer = buffer[end + 4:]
         self._head = head
-        self._deadline = asyncio.get_running_loop().time() + self._service.idle_timeout
+        self._deadline = self._loop.time() + self._service.idle_timeout
         if head.length > self._service.max_body:
             self._phase, self._left = Phase.DISCARD, head.length
             # With 100-continue the client waits: it will not send the body, so close.
@@ -387,8 +426,8 @@ class ApiProtocol(asyncio.Protocol):
     def _answer(self, reply: Reply, close: bool) -> None:
         """Queue ``reply``; the connection then waits for its next request, or closes."""
         self._phase = Phase.IDLE
-        self._deadline = asyncio.get_running_loop().time() + self._service.idle_timeout
-        self._send(reply, close)
+        self._deadline = self._loop.time() + self._service.idle_timeout
+        self._send(reply, close or self._shutting_down)
 
     def _discard(self) -> bool:
         """Drop what is buffered of a refused body; it is over once all of it is dropped."""
@@ -398,7 +437,9 @@ class ApiProtocol(asyncio.Protocol):
         if not self._left:
             self._head = None
             self._phase = Phase.IDLE
-            self._deadline = asyncio.get_running_loop().time() + self._service.idle_timeout
+            self._deadline = self._loop.time() + self._service.idle_timeout
+            if self._shutting_down:
+                self.shut_down()
         return True
 
     def _send(self, reply: Reply, close: bool) -> None:
@@ -429,17 +470,16 @@ class ApiProtocol(asyncio.Protocol):
         if phase is Phase.HEAD:
             if self._pending is None:
                 self._pending = self._heads.begin(self._transport, self._address)
-        elif phase in _TIMED and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._expire)
+        elif _timed(phase) and self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._expire)
 
     def _expire(self) -> None:
         self._timer = None
         phase = self._phase
-        if phase not in _TIMED:
+        if not _timed(phase):
             return  # a head or an answer is on its way: the timer is set again after it
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._deadline:
-            self._timer = loop.call_at(self._deadline, self._expire)
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._expire)
         elif phase is Phase.BODY:
             head = self._head
             assert head is not None
@@ -464,6 +504,7 @@ class ApiProtocol(asyncio.Protocol):
     def _stop(self) -> None:
         """Nothing more is read here: timers stop, a pending head stops counting."""
         self._phase = Phase.DONE
+        self._service.connections.discard(self)
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
@@ -475,5 +516,7 @@ class ApiProtocol(asyncio.Protocol):
             pending.finish()
 
 
-_TIMED = frozenset({Phase.IDLE, Phase.BODY, Phase.DISCARD})
-"""Phases in which the connection waits for the client under the idle or body deadline."""
+def _timed(phase: Phase) -> bool:
+    """Whether the connection waits for the client under the idle or body deadline. By
+    identity: an enum member's hash is computed in Python, a set lookup costs more."""
+    return phase is Phase.IDLE or phase is Phase.BODY or phase is Phase.DISCARD

@@ -38,6 +38,7 @@ __all__ = ["HttpApi"]
 log = logging.getLogger("pusher_compat")
 
 _INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count"})
+_NO_INFO: frozenset[str] = frozenset()
 _DEFAULT_RANGE = 3600.0
 """Seconds before ``to`` that ``GET /apps/{id}/statistics`` covers without ``from``."""
 
@@ -122,7 +123,7 @@ class HttpApi:
             return self.refuse(request, error)
         except Exception:
             return self._crashed(request)
-        if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
             return self._answer_later(request, result)
         return self._reply(request, 200, wire.dumps(result))
 
@@ -254,6 +255,8 @@ class HttpApi:
 
     @staticmethod
     def _info(value: str | None) -> frozenset[str]:
+        if not value:
+            return _NO_INFO  # the usual publish: no attributes asked
         info = frozenset(filter(None, (value or "").split(",")))
         unknown = info - _INFO_ATTRIBUTES - {"cache"}
         if unknown:

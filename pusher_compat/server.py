@@ -130,6 +130,8 @@ def create_app(settings: Settings, *, clock: Clock = time.monotonic,
         if count:
             log.info("closing %d connection(s) with 4200 so clients reconnect", count)
         gateway.close_all(Code.RECONNECT, "Server shutting down")
+        if gateway.api is not None:
+            gateway.api.close_all()  # aiohttp closes its own kept-alive connections
         if CLOSING:
             await asyncio.wait(set(CLOSING), timeout=settings.server.shutdown_timeout)
 

@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 from aiohttp.http import SERVER_SOFTWARE
-from helpers import GatewayTestServer, RawSocket, client_frame, signed_post, upgraded
+from helpers import (
+    GatewayTestServer,
+    RawSocket,
+    client_frame,
+    eventually,
+    signed_post,
+    upgraded,
+)
 
 from pusher_compat import websocket
 from pusher_compat.config import AppConfig, ServerConfig, Settings
@@ -86,6 +93,23 @@ async def test_three_requests_on_one_kept_alive_connection_are_each_answered(
 async def test_pipelined_requests_are_answered_in_order(client: RawSocket) -> None:
     await client.send(signed_post(PATH, BODY) + unsigned() + signed_post(PATH, BODY))
     assert [await client.answer() for _ in range(3)] == [OK, UNSIGNED, OK]
+
+
+async def test_a_head_in_two_reads_is_pending_in_between_then_served(
+    client: RawSocket, served: GatewayTestServer,
+) -> None:
+    await client.send(signed_post(PATH, BODY))
+    assert await client.answer() == OK  # the first head, counted from the accept, is done
+    request = signed_post(PATH, BODY)
+    await client.send(request[:40])
+    scraper = await RawSocket.connect(served.host, served.port)
+    await eventually(lambda: scraper.http_get("/metrics"),
+                     lambda answer: b"\npusher_compat_pending_connections 1.0\n" in answer[1])
+    await client.send(request[40:])
+    assert await client.answer() == OK
+    _, text = await scraper.http_get("/metrics")
+    assert b"\npusher_compat_pending_connections 0.0\n" in text
+    scraper.writer.close()
 
 
 async def test_a_batch_is_served_on_the_same_path(client: RawSocket, listener: RawSocket) -> None:
@@ -261,3 +285,14 @@ async def test_answers_are_counted_in_metrics_as_aiohttps(client: RawSocket) -> 
     _, text = await client.http_get("/metrics")
     assert b'pusher_compat_http_api_requests_total{app="1001",status="200"} 1.0' in text
     assert b'pusher_compat_http_api_requests_total{app="1001",status="401"} 2.0' in text
+
+
+async def test_stopping_the_server_closes_its_idle_kept_alive_connections() -> None:
+    apps = (AppConfig(id="1001", key="app-key", secret="app-secret"),)
+    runner = await listen(create_app(Settings(apps=apps)), "127.0.0.1", 0)
+    client = await RawSocket.connect("127.0.0.1", runner.addresses[0][1])
+    await client.send(signed_post(PATH, BODY))
+    assert await client.answer() == OK
+    await runner.cleanup()
+    assert await client.closed()
+    client.writer.close()
