@@ -257,7 +257,7 @@ class HttpApi:
     def _info(value: str | None) -> frozenset[str]:
         if not value:
             return _NO_INFO  # the usual publish: no attributes asked
-        info = frozenset(filter(None, (value or "").split(",")))
+        info = frozenset(filter(None, value.split(",")))
         unknown = info - _INFO_ATTRIBUTES - {"cache"}
         if unknown:
             raise HttpError(400, f"Unknown info attribute(s): {', '.join(sorted(unknown))}")

@@ -11,8 +11,9 @@ from the first byte of its next request) until its head has been read, and:
   connection is closed at once, before anything is read or written, and counted.
 
 A connection stops being pending when its head has been read: a WebSocket is never touched
-again, and an HTTP request is served by aiohttp (idle kept-alive connections are aiohttp's
-``keepalive_timeout``, our ``http_keepalive_timeout``).
+again, and an HTTP request is served by aiohttp or, for the hot API routes, by
+:mod:`pusher_compat.api_transport` (idle kept-alive connections are closed after
+``http_keepalive_timeout`` by either).
 """
 
 from __future__ import annotations

@@ -146,6 +146,16 @@ async def test_a_request_that_is_not_hot_goes_to_aiohttp_and_the_connection_stay
     assert await client.answer() == OK
 
 
+async def test_a_request_pipelined_behind_hot_ones_goes_to_aiohttp_after_their_answers(
+    client: RawSocket,
+) -> None:
+    await client.send(signed_post(PATH, BODY) + b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n"
+                      + signed_post(PATH, BODY))
+    first, up, last = [await client.answer() for _ in range(3)]
+    assert (first, last) == (OK, OK)
+    assert up.startswith(b"HTTP/1.1 200 OK\r\n") and up.endswith(b'{"status": "ok"}')
+
+
 async def test_a_body_over_max_request_bytes_is_413_and_dropped_unread(
     client: RawSocket,
 ) -> None:
