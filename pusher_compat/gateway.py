@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from aiohttp import web
 
 from . import websocket
+from .api_transport import ApiService
 from .apps import Apps
 from .config import AppConfig, Settings
 from .connection import Connection
@@ -69,6 +70,9 @@ class Gateway:
         """Made on the first upgrade: it needs the running loop."""
         self._per_address: dict[tuple[str, str], int] = {}
         """Open connections by (app id, client address), for ``max_connections_per_ip``."""
+        self.api: ApiService | None = None
+        """The HTTP API's hot routes, served without aiohttp (set by the app factory);
+        ``None``: aiohttp serves every request that is not an upgrade."""
         self.heads = PendingHeads(settings.server)
         """Connections whose request head is still on its way: capped, with a deadline."""
         self.draining = False

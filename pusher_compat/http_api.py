@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from . import schemas, signatures, wire
 from .adapters.base import ChannelCounts
+from .api_transport import ApiRequest, Reply
 from .apps import Apps
 from .channels import USER_CHANNEL_PREFIX, channel_name_error, kind_of
 from .config import AppConfig, Settings
-from .http_errors import HttpError, json_answer
+from .http_errors import HttpError, error_body, json_answer
 from .hub import Hub
-from .metrics import counted
+from .metrics import ApiCallCounter, counted
 from .publishing import Event, Publisher, rate_limit
 from .stats_store import SqliteStore
 from .webhook_log import NotReplayable
@@ -33,7 +35,10 @@ from .webhooks import Webhooks
 
 __all__ = ["HttpApi"]
 
+log = logging.getLogger("pusher_compat")
+
 _INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count"})
+_NO_INFO: frozenset[str] = frozenset()
 _DEFAULT_RANGE = 3600.0
 """Seconds before ``to`` that ``GET /apps/{id}/statistics`` covers without ``from``."""
 
@@ -48,10 +53,12 @@ class HttpApi:
         clock: Callable[[], float] = time.time,
         webhooks: Webhooks | None = None,
         store: SqliteStore | None = None,
+        api_calls: ApiCallCounter | None = None,
     ) -> None:
         """``clock`` gives wall-clock unix seconds (signature timestamps, the statistics'
         default range); ``webhooks`` serves the delivery log (none without it); ``store``
-        holds the recorded statistics (``recording: false`` without it)."""
+        holds the recorded statistics (``recording: false`` without it); ``api_calls``
+        counts the answers of the lean transport (the aiohttp routes are ``counted``)."""
         self._settings = settings
         self._hub = hub
         self._webhooks = webhooks
@@ -59,6 +66,10 @@ class HttpApi:
         self._clock = clock
         self._apps = Apps(settings.apps)
         self._publisher = Publisher(hub)
+        self._api_calls = api_calls
+        self._hot: dict[str, HttpApi.Handler] = {
+            "events": self.events, "batch_events": self.batch_events}
+        """The routes the lean transport serves, by the last segment of their path."""
 
     def routes(self) -> list[web.RouteDef]:
         wrap = self._endpoint
@@ -80,17 +91,18 @@ class HttpApi:
 
     # -- request plumbing --------------------------------------------------------------
 
-    Handler = Callable[[AppConfig, web.Request, bytes], Any]
+    Handler = Callable[[AppConfig, ApiRequest], Any]
+    """A route's handler: its answer (a JSON value), or an awaitable of it."""
 
     def _endpoint(self, handler: Handler) -> Callable[[web.Request], Any]:
+        """``handler`` as an aiohttp route: the request adapted to an :class:`ApiRequest`."""
         async def endpoint(request: web.Request) -> web.StreamResponse:
             try:
                 body = await request.read()
-                app = self._authenticate(request, body)
-                if request.method == "GET":
-                    await rate_limit(self._hub, app, "reads", 1,
-                                     app.max_read_requests_per_second)
-                result = handler(app, request, body)
+                url = request.rel_url
+                result = self._serve(handler, ApiRequest(
+                    request.method, url.raw_path, url.path, request.query, body,
+                    request.match_info))
                 if inspect.isawaitable(result):
                     result = await result
                 return json_answer(result)
@@ -101,9 +113,60 @@ class HttpApi:
 
         return counted(endpoint)
 
-    def _authenticate(self, request: web.Request, body: bytes) -> AppConfig:
+    def answer(self, route: str, request: ApiRequest) -> Reply | Awaitable[Reply]:
+        """The lean transport's hot routes (:class:`~pusher_compat.api_transport.HotRoutes`):
+        ``route`` is ``events`` or ``batch_events``. The same path as the aiohttp routes',
+        answered and counted as :func:`~pusher_compat.metrics.counted` counts those."""
+        try:
+            result = self._serve(self._hot[route], request)
+        except HttpError as error:
+            return self.refuse(request, error)
+        except Exception:
+            return self._crashed(request)
+        if inspect.iscoroutine(result):
+            return self._answer_later(request, result)
+        return self._reply(request, 200, wire.dumps(result))
+
+    async def _answer_later(self, request: ApiRequest, result: Awaitable[Any]) -> Reply:
+        try:
+            return self._reply(request, 200, wire.dumps(await result))
+        except HttpError as error:
+            return self.refuse(request, error)
+        except Exception:
+            return self._crashed(request)
+
+    def refuse(self, request: ApiRequest, error: HttpError) -> Reply:
+        """``error`` as the answer to ``request``: the body :func:`json_error` gives."""
+        return self._reply(request, error.status, error_body(error.status, error.message),
+                           error.headers)
+
+    def _crashed(self, request: ApiRequest) -> Reply:
+        """A handler's crash, answered as :func:`json_errors` answers it (a bug: logged)."""
+        log.exception("error handling %s %s", request.method, request.path)
+        return self._reply(request, 500, error_body(500, "Internal server error"))
+
+    def _reply(self, request: ApiRequest, status: int, body: bytes,
+               headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+        if self._api_calls is not None:
+            self._api_calls.record(request.params.get("app_id", ""), status)
+        return Reply(status, body, headers)
+
+    def _serve(self, handler: Handler, request: ApiRequest) -> Any:
+        """Every request's one path: authenticated, read rate taken for a ``GET``, then
+        ``handler``'s answer (or an awaitable of it)."""
+        app = self._authenticate(request)
+        if request.method == "GET" and app.max_read_requests_per_second:
+            return self._read(handler, app, request)
+        return handler(app, request)
+
+    async def _read(self, handler: Handler, app: AppConfig, request: ApiRequest) -> Any:
+        await rate_limit(self._hub, app, "reads", 1, app.max_read_requests_per_second)
+        result = handler(app, request)
+        return await result if inspect.isawaitable(result) else result
+
+    def _authenticate(self, request: ApiRequest) -> AppConfig:
         """Find the app, verify the request signature, refuse disabled apps."""
-        app_id = request.match_info.get("app_id")
+        app_id = request.params.get("app_id")
         if app_id is None:
             app = self._apps.by_key(request.query.get("auth_key", ""))
             if app is None:
@@ -112,11 +175,12 @@ class HttpApi:
             app = self._apps.by_id(app_id)
             if app is None:
                 raise HttpError(404, f"Unknown app id {app_id!r}")
-        url = request.rel_url
-        paths = list(dict.fromkeys((url.raw_path, url.path)))
+        paths = [request.raw_path, request.path]
+        if paths[0] == paths[1]:
+            del paths[1]
         try:
             signatures.verify_request(
-                request.method, paths, request.query, body, app.key, app.secret,
+                request.method, paths, request.query, request.body, app.key, app.secret,
                 self._clock(), self._settings.server.request_timestamp_window,
             )
         except signatures.RequestSignatureError as error:
@@ -141,8 +205,8 @@ class HttpApi:
 
     # -- events ------------------------------------------------------------------------
 
-    async def events(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
-        payload = self._body(body, "api-event")
+    def events(self, app: AppConfig, request: ApiRequest) -> Any:
+        payload = self._body(request.body, "api-event")
         channels = payload["channels"] if "channels" in payload else [payload["channel"]]
         if len(channels) > app.max_channels_per_event:
             raise HttpError(
@@ -150,18 +214,34 @@ class HttpApi:
             )
         events = [self._event(app, payload, channel) for channel in channels]
         info = self._info(payload.get("info"))
-        await self._publisher.publish(app, events)
+        waiting = self._publisher.start(app, events)
+        if waiting is None and not info:
+            return {}  # answered at once: no coroutine for the usual publish
+        return self._events_answer(app, events, info, waiting)
+
+    async def _events_answer(self, app: AppConfig, events: list[Event], info: frozenset[str],
+                             waiting: Awaitable[None] | None) -> Any:
+        if waiting is not None:
+            await waiting
         if not info:
             return {}
         return {"channels": {e.channel: await self._counted(app, e.channel, info) for e in events}}
 
-    async def batch_events(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
-        batch = self._body(body, "api-batch-events")["batch"]
+    def batch_events(self, app: AppConfig, request: ApiRequest) -> Any:
+        batch = self._body(request.body, "api-batch-events")["batch"]
         if len(batch) > app.max_batch_size:
             raise HttpError(400, f"Batch too large: {len(batch)} > {app.max_batch_size} events")
         events = [self._event(app, item, item["channel"]) for item in batch]
         infos = [self._info(item.get("info")) for item in batch]
-        await self._publisher.publish(app, events)
+        waiting = self._publisher.start(app, events)
+        if waiting is None and not any(infos):
+            return {}
+        return self._batch_answer(app, events, infos, waiting)
+
+    async def _batch_answer(self, app: AppConfig, events: list[Event],
+                            infos: list[frozenset[str]], waiting: Awaitable[None] | None) -> Any:
+        if waiting is not None:
+            await waiting
         if not any(infos):
             return {}
         return {"batch": [await self._counted(app, e.channel, info)
@@ -175,7 +255,9 @@ class HttpApi:
 
     @staticmethod
     def _info(value: str | None) -> frozenset[str]:
-        info = frozenset(filter(None, (value or "").split(",")))
+        if not value:
+            return _NO_INFO  # the usual publish: no attributes asked
+        info = frozenset(filter(None, value.split(",")))
         unknown = info - _INFO_ATTRIBUTES - {"cache"}
         if unknown:
             raise HttpError(400, f"Unknown info attribute(s): {', '.join(sorted(unknown))}")
@@ -200,7 +282,7 @@ class HttpApi:
             attributes["subscription_count"] = counts.subscription_count if counts else 0
         return attributes
 
-    async def channels(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+    async def channels(self, app: AppConfig, request: ApiRequest) -> Any:
         prefix = request.query.get("filter_by_prefix", "")
         info = self._info(request.query.get("info")) & _INFO_ATTRIBUTES
         if "user_count" in info and not prefix.startswith("presence-"):
@@ -216,8 +298,8 @@ class HttpApi:
             }
         }
 
-    async def channel(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
-        name = request.match_info["channel"]
+    async def channel(self, app: AppConfig, request: ApiRequest) -> Any:
+        name = request.params["channel"]
         self._check_channel(app, name)
         info = self._info(request.query.get("info"))
         kind = kind_of(name)
@@ -234,8 +316,8 @@ class HttpApi:
             )
         return response
 
-    async def users(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
-        name = request.match_info["channel"]
+    async def users(self, app: AppConfig, request: ApiRequest) -> Any:
+        name = request.params["channel"]
         self._check_channel(app, name)
         if not kind_of(name).presence:
             raise HttpError(400, f"Users are only available for presence channels: {name}")
@@ -249,23 +331,23 @@ class HttpApi:
 
     # -- users -------------------------------------------------------------------------
 
-    def terminate_connections(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
-        if body:
-            self._body(body, "api-terminate-connections")
-        self._hub.terminate(app, request.match_info["user_id"])
+    def terminate_connections(self, app: AppConfig, request: ApiRequest) -> Any:
+        if request.body:
+            self._body(request.body, "api-terminate-connections")
+        self._hub.terminate(app, request.params["user_id"])
         return {}
 
     # -- webhook deliveries ------------------------------------------------------------
 
-    def deliveries(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+    def deliveries(self, app: AppConfig, request: ApiRequest) -> Any:
         status = request.query.get("status")
         if status not in (None, "pending", "delivered", "failed"):
             raise HttpError(400, "status must be one of pending, delivered, failed")
         log = self._webhooks.deliveries(app.id, status) if self._webhooks else []
         return {"deliveries": log}
 
-    async def replay(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
-        delivery_id = request.match_info["delivery_id"]
+    async def replay(self, app: AppConfig, request: ApiRequest) -> Any:
+        delivery_id = request.params["delivery_id"]
         if self._webhooks is None:
             raise HttpError(404, f"No webhook delivery {delivery_id!r}")
         try:
@@ -277,7 +359,7 @@ class HttpApi:
 
     # -- statistics --------------------------------------------------------------------
 
-    async def statistics(self, app: AppConfig, request: web.Request, body: bytes) -> Any:
+    async def statistics(self, app: AppConfig, request: ApiRequest) -> Any:
         """``GET /apps/{id}/statistics?from=&to=``: the rows recorded by this node.
 
         ``from`` and ``to`` are unix seconds, both inclusive; ``to`` defaults to now and

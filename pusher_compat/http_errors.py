@@ -26,7 +26,8 @@ from multidict import CIMultiDict
 from . import wire
 
 __all__ = [
-    "HttpError", "JsonErrorRunner", "json_answer", "json_error", "json_errors", "retry_after",
+    "HttpError", "JsonErrorRunner", "error_body", "json_answer", "json_error", "json_errors",
+    "retry_after",
 ]
 
 log = logging.getLogger("pusher_compat")
@@ -39,9 +40,15 @@ def json_error(status: int, message: str,
                headers: Iterable[tuple[str, str]] = ()) -> web.Response:
     """The answer to every failed HTTP request: ``status`` and a JSON body naming the
     problem, plus ``headers`` (``Allow``, ``Retry-After``, ``Sec-WebSocket-Version``)."""
-    body = wire.dumps({"error": message, "code": status})
-    return web.Response(status=status, body=body, content_type="application/json",
-                        headers=CIMultiDict(headers))
+    return web.Response(status=status, body=error_body(status, message),
+                        content_type="application/json", headers=CIMultiDict(headers))
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The one error shape as bytes, ``{"error": message, "code": status}``: the body of
+    :func:`json_error`, and of the lean transport's refusals
+    (:mod:`pusher_compat.api_transport`), which write their responses themselves."""
+    return wire.dumps({"error": message, "code": status})
 
 
 def json_answer(value: Any) -> web.Response:

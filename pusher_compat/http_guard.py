@@ -11,8 +11,9 @@ from the first byte of its next request) until its head has been read, and:
   connection is closed at once, before anything is read or written, and counted.
 
 A connection stops being pending when its head has been read: a WebSocket is never touched
-again, and an HTTP request is served by aiohttp (idle kept-alive connections are aiohttp's
-``keepalive_timeout``, our ``http_keepalive_timeout``).
+again, and an HTTP request is served by aiohttp or, for the hot API routes, by
+:mod:`pusher_compat.api_transport` (idle kept-alive connections are closed after
+``http_keepalive_timeout`` by either).
 """
 
 from __future__ import annotations
@@ -173,6 +174,18 @@ class HttpGuard(asyncio.Protocol):
         self._address = pending.address
         self._pending: Pending | None = pending
         """The head on its way, if one is: at first the connection's first head."""
+
+    @classmethod
+    def hand_over(cls, handler: RequestHandler, heads: PendingHeads,
+                  transport: asyncio.Transport, pending: Pending,
+                  received: bytes | bytearray) -> None:
+        """Give ``transport``, whose head ``pending`` is on its way, to ``handler`` (a new
+        aiohttp connection protocol) behind a guard, replaying the bytes ``received`` so
+        far: aiohttp serves the connection as if it had accepted it itself."""
+        guard = cls(handler, heads, transport, pending)
+        transport.set_protocol(guard)
+        handler.connection_made(transport)
+        guard.data_received(bytes(received))
 
     def data_received(self, data: bytes) -> None:
         handler = self._handler

@@ -10,7 +10,7 @@ on cache channels, fanned out through the hub and reported to its listeners (web
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,8 +83,29 @@ class Publisher:
         """Publish checked ``events`` once the app's event rate allows them. ``source`` names
         a publisher other than the HTTP API (``dashboard``) to the listeners, who are then
         given the data too."""
+        waiting = self.start(app, events, source)
+        if waiting is not None:
+            await waiting
+
+    def start(self, app: AppConfig, events: Sequence[Event],
+              source: str | None = None) -> Awaitable[None] | None:
+        """:meth:`publish`, done at once (``None``) when the app has no event rate to ask:
+        a request answered without any coroutine. Else the awaitable that publishes once
+        the rate (counted across the cluster) allows."""
+        if not app.max_backend_events_per_second:
+            self._send(app, events, source)
+            return None
+        return self._limited(app, events, source)
+
+    async def _limited(self, app: AppConfig, events: Sequence[Event],
+                       source: str | None) -> None:
+        await rate_limit(self._hub, app, "events", len(events),
+                         app.max_backend_events_per_second)
+        self._send(app, events, source)
+
+    def _send(self, app: AppConfig, events: Sequence[Event], source: str | None) -> None:
+        """Count, remember, fan out and report ``events``, the rate having allowed them."""
         hub = self._hub
-        await rate_limit(hub, app, "events", len(events), app.max_backend_events_per_second)
         hub.counters(app.id).api_messages += len(events)
         for event in events:
             frame = wire.event_frame(event.name, event.data, event.channel)

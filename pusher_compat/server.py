@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from .adapters import create_adapter
+from .api_transport import ApiService
 from .broadcasting_auth import BroadcastingAuth
 from .config import ServerConfig, Settings
 from .dashboard import Dashboard
@@ -80,7 +81,10 @@ def create_app(settings: Settings, *, clock: Clock = time.monotonic,
             retention_seconds=server.stats_retention_days * 86400,
         )
     app = web.Application(client_max_size=server.max_request_bytes, middlewares=[json_errors])
-    app[METRICS] = Metrics(hub, webhooks, settings.apps, gateway.heads)
+    app[METRICS] = metrics = Metrics(hub, webhooks, settings.apps, gateway.heads)
+    api = HttpApi(settings, hub, webhooks=webhooks, store=store, api_calls=metrics.api_calls)
+    # The hot routes also served without aiohttp: by the lean transport, the same handlers.
+    gateway.api = ApiService(api, server.max_request_bytes, server.http_keepalive_timeout)
     app[HUB] = hub
     app[SETTINGS] = settings
     app[GATEWAY] = gateway
@@ -91,7 +95,7 @@ def create_app(settings: Settings, *, clock: Clock = time.monotonic,
         web.get("/up", _up),
         web.get("/ready", gateway.ready),
         *([] if server.metrics_port else [web.get("/metrics", metrics_handler)]),
-        *HttpApi(settings, hub, webhooks=webhooks, store=store).routes(),
+        *api.routes(),
     ])
     if settings.auth is not None:
         app.add_routes(BroadcastingAuth(settings.apps, settings.auth).routes())
@@ -127,6 +131,8 @@ def create_app(settings: Settings, *, clock: Clock = time.monotonic,
         if count:
             log.info("closing %d connection(s) with 4200 so clients reconnect", count)
         gateway.close_all(Code.RECONNECT, "Server shutting down")
+        if gateway.api is not None:
+            gateway.api.close_all()  # aiohttp closes its own kept-alive connections
         if CLOSING:
             await asyncio.wait(set(CLOSING), timeout=settings.server.shutdown_timeout)
 

@@ -7,7 +7,9 @@ A new connection's first request head is read by :class:`FirstRequest`: a WebSoc
 on ``/app`` goes to the gateway, which turns the connection into a
 :class:`WebSocketProtocol`, a bare asyncio protocol around the sans-I/O
 :mod:`pusher_compat.websocket` parser (about 2 KiB per idle socket, where aiohttp's
-WebSocketResponse cost 15); every other request is served by aiohttp. Outbound frames are
+WebSocketResponse cost 15); the hot API routes (``POST /apps/{id}/events`` and
+``/batch_events``) go to the lean :mod:`pusher_compat.api_transport`; every other request is
+served by aiohttp. Outbound frames are
 queued per socket and written once per event-loop iteration (:class:`Flusher`), so a burst of
 events to one socket costs one ``write`` system call.
 """
@@ -28,6 +30,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from yarl import URL
 
 from . import websocket, wire
+from .api_transport import HOT_PREFIX, ApiProtocol, ApiService
 from .config import ServerConfig
 from .connection import Connection
 from .http_guard import HttpGuard, Pending, PendingHeads
@@ -51,6 +54,11 @@ class Admission(Protocol):
 
     def release(self, connection: Connection, address: str) -> None:
         """``connection``'s socket (from ``address``) is gone."""
+
+    @property
+    def api(self) -> ApiService | None:
+        """The HTTP API's hot routes, served by :class:`ApiProtocol`; ``None``: aiohttp
+        serves every request that is not an upgrade."""
 
 
 class Flusher:
@@ -280,9 +288,12 @@ class FirstRequest(asyncio.Protocol):
 
     A WebSocket upgrade under ``/app`` goes to the gateway (:meth:`Admission.accept`), so no
     aiohttp object is ever made for it (aiohttp's request, response and handler task cost an
-    idle socket about 13 KiB). Anything else goes, with every byte read so far, to aiohttp's
-    own protocol, which serves it exactly as if it had accepted the connection itself (behind
-    an :class:`~pusher_compat.http_guard.HttpGuard`, which times every later head). From accept
+    idle socket about 13 KiB). A request starting as the hot API routes do (``POST /apps/``)
+    goes to an :class:`~pusher_compat.api_transport.ApiProtocol`, which serves it and the
+    connection's later requests without aiohttp while they are hot ones. Anything else goes,
+    with every byte read so far, to aiohttp's own protocol, which serves it exactly as if it
+    had accepted the connection itself (behind an
+    :class:`~pusher_compat.http_guard.HttpGuard`, which times every later head). From accept
     until the head is read the connection is :class:`~pusher_compat.http_guard.Pending`:
     refused at once past the caps, closed when its head is late.
     """
@@ -305,7 +316,7 @@ class FirstRequest(asyncio.Protocol):
         if self._pending is None:
             return  # refused at accept and aborted: nothing of it is served
         received = self._head + data
-        may_upgrade = received.startswith(_APP_GET) or _APP_GET.startswith(received)
+        may_upgrade = _may_start(received, _APP_GET)
         end = received.find(b"\r\n\r\n") if may_upgrade else -1
         if end < 0 and may_upgrade and len(received) < _HEAD_LIMIT:
             self._head = received  # the rest of the head is still on its way
@@ -317,15 +328,22 @@ class FirstRequest(asyncio.Protocol):
             pending.finish()
             self._gateway.accept(handshake, transport, received[end + 4:])
             return
-        handler = self._http()
-        guard = HttpGuard(handler, self._gateway.heads, transport, pending)
-        transport.set_protocol(guard)
-        handler.connection_made(transport)
-        guard.data_received(received)
+        heads, api = self._gateway.heads, self._gateway.api
+        if api is not None and _may_start(received, HOT_PREFIX):
+            protocol = ApiProtocol(api, heads, self._http, transport, pending)
+            transport.set_protocol(protocol)
+            protocol.data_received(received)
+            return
+        HttpGuard.hand_over(self._http(), heads, transport, pending, received)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._pending is not None:
             self._pending.finish()
+
+
+def _may_start(received: bytes, prefix: bytes) -> bool:
+    """Whether ``received`` starts with ``prefix``, or may once more bytes come."""
+    return received.startswith(prefix) or prefix.startswith(received)
 
 
 def _remote(transport: asyncio.BaseTransport) -> str | None:

@@ -9,11 +9,13 @@ import hashlib
 import heapq
 import itertools
 import json
+import re
 import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
+from urllib.parse import urlencode
 
 from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestServer
@@ -31,7 +33,7 @@ __all__ = [
     "GatewayTestServer", "ListSink",
     "RawSocket", "Receiver", "Recorder", "Request", "WsClient",
     "assert_each_delivery_arrived_intact", "client_frame", "compact", "error", "event_text",
-    "eventually", "signed_query", "subscribe_one_delivery_each",
+    "eventually", "signed_post", "signed_query", "subscribe_one_delivery_each",
     "unframe", "until", "upgraded",
 ]
 
@@ -72,6 +74,16 @@ def signed_query(method: str, path: str, key: str, secret: str, body: bytes = b"
         params["body_md5"] = hashlib.md5(body).hexdigest()
     params["auth_signature"] = signatures.sign_request(method, path, params, secret)
     return params
+
+
+def signed_post(path: str, body: bytes, *headers: str, key: str = "app-key",
+                secret: str = "app-secret", query: dict[str, str] | None = None) -> bytes:
+    """A signed HTTP API ``POST`` as raw bytes: the request line, ``Host``,
+    ``Content-Length``, then ``headers`` (whole lines without their CRLF), then ``body``."""
+    params = urlencode(signed_query("POST", path, key, secret, body, query))
+    lines = [f"POST {path}?{params} HTTP/1.1", "Host: 127.0.0.1",
+             f"Content-Length: {len(body)}", *headers]
+    return "".join(f"{line}\r\n" for line in lines).encode() + b"\r\n" + body
 
 
 def unframe(frame: bytes) -> str:
@@ -380,6 +392,15 @@ class RawSocket:
 
     async def closed(self) -> bool:
         return await asyncio.wait_for(self.reader.read(1), 5) == b""
+
+    async def answer(self) -> bytes:
+        """One whole HTTP answer exactly as sent, but for the value of its ``Date`` header
+        (``<date>``): a head, then as many body bytes as its ``Content-Length`` says."""
+        head = await self.head()
+        length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+        body = await asyncio.wait_for(
+            self.reader.readexactly(int(length.group(1)) if length else 0), 5)
+        return re.sub(rb"\r\nDate: [^\r]+\r\n", b"\r\nDate: <date>\r\n", head) + body
 
     async def response(self) -> tuple[bytes, dict[str, str], Any]:
         """Status line, headers (but ``Date``, ``Server`` and ``Content-Length``) and JSON
