@@ -39,7 +39,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--key", default="app-key", help="app key (default app-key)")
     group.add_argument("--secret", default="app-secret", help="app secret (default app-secret)")
     group.add_argument("--server-pid", type=int,
-                       help="server process id: enables server CPU and RSS figures (/proc)")
+                       help="server process id: enables server CPU and RSS figures (/proc), "
+                            "summed over it and its children (serve --workers N)")
     group.add_argument("--label", default="", help="free text copied into the JSON line")
     run = parser.add_argument_group("limits")
     run.add_argument("--timeout", type=float, default=300.0,

@@ -6,6 +6,7 @@ resident memory, and the file-descriptor limit that decides how many sockets fit
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import resource
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "CpuClock",
+    "family",
+    "family_cpu_seconds",
+    "family_rss_bytes",
     "fd_limit",
     "process_cpu_seconds",
     "process_fd_limit",
@@ -43,6 +47,39 @@ def rss_bytes(pid: int) -> int:
         return int(statm.read().split()[1]) * _PAGE
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its direct children: a ``serve --workers N`` supervisor and its workers.
+
+    A single-process server has no children, so its family is itself.
+    """
+    pids = [pid]
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with open(f"{task.path}/children") as children:
+                pids.extend(int(child) for child in children.read().split())
+    except OSError:
+        pass  # the process (or a thread) ended between the listing and the read
+    return pids
+
+
+def family_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live children (a worker that already ended is missed)."""
+    total = 0.0
+    for member in family(pid):
+        with contextlib.suppress(OSError):  # a worker exited between listing and read
+            total += process_cpu_seconds(member)
+    return total
+
+
+def family_rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` and its children, summed, in bytes."""
+    total = 0
+    for member in family(pid):
+        with contextlib.suppress(OSError):
+            total += rss_bytes(member)
+    return total
+
+
 def self_cpu_seconds() -> float:
     """User + system CPU seconds of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -51,7 +88,11 @@ def self_cpu_seconds() -> float:
 
 @dataclass(slots=True)
 class CpuClock:
-    """CPU seconds of this process and (optionally) of the server, between two instants."""
+    """CPU seconds of this process and (optionally) of the server, between two instants.
+
+    The server's figure covers its family (:func:`family`): with ``--workers N`` the
+    supervisor and every worker.
+    """
 
     server_pid: int | None
     wall: float = 0.0
@@ -61,7 +102,7 @@ class CpuClock:
     def start(self) -> None:
         self.wall = time.perf_counter()
         self.own = self_cpu_seconds()
-        self.server = process_cpu_seconds(self.server_pid) if self.server_pid else 0.0
+        self.server = family_cpu_seconds(self.server_pid) if self.server_pid else 0.0
 
     def read(self) -> tuple[float, float, float | None]:
         """(wall seconds, own CPU seconds, server CPU seconds or None) since :meth:`start`."""
@@ -69,7 +110,7 @@ class CpuClock:
         own = self_cpu_seconds() - self.own
         if not self.server_pid:
             return wall, own, None
-        return wall, own, process_cpu_seconds(self.server_pid) - self.server
+        return wall, own, family_cpu_seconds(self.server_pid) - self.server
 
 
 def fd_limit() -> int:

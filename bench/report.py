@@ -23,6 +23,7 @@ _FLOW: list[Figure] = [
     ("server CPU µs per delivery", lambda r: r.get("server_cpu_us_per_delivery")),
     ("server CPU %", lambda r: r.get("server_cpu_pct")),
     ("receiver CPU %", lambda r: r.get("receiver_cpu_pct")),
+    ("redis CPU % (whole run)", lambda r: r.get("redis_cpu_pct_whole_run")),
     ("missing deliveries", lambda r: r.get("missing_deliveries")),
 ]
 _LATENCY: list[Figure] = [
@@ -47,6 +48,7 @@ _PUBLISH: list[Figure] = [
     ("p50 ms", lambda r: r.get("p50_ms")),
     ("p99 ms", lambda r: r.get("p99_ms")),
     ("wrk CPU %", lambda r: r.get("wrk_cpu_pct")),
+    ("redis CPU % (whole run)", lambda r: r.get("redis_cpu_pct_whole_run")),
     ("receiver CPU %", lambda r: r.get("receiver_cpu_pct")),
     ("non-2xx", lambda r: r.get("non_2xx")),
     ("missing deliveries", lambda r: r.get("missing_deliveries")),

@@ -4,6 +4,7 @@
     python bench/run.py --quick                    # ~2 minutes, both servers
     python bench/run.py                            # full comparison, ~4 minutes here
     python bench/run.py --servers ours --only fanout-1k latency-1k
+    python bench/run.py --servers ours,ours-2w --only fanout-1k publish-1k   # 1 vs 2 workers
 
 Each step starts a fresh server (so memory and CPU figures of one scenario do not leak into
 the next), runs ``loadgen.py`` against it with ``--server-pid``, prints the JSON line with the
@@ -15,6 +16,7 @@ raised to the hard limit for this process and the servers and load generator it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import report
-from procstat import raise_fd_limit
+from procstat import process_cpu_seconds, raise_fd_limit
 
 __all__ = ["main"]
 
@@ -65,6 +67,7 @@ max_backend_events_per_second = 0
 max_read_requests_per_second = 0
 """
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+_WORKERS = re.compile(r"ours-(\d+)w")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,10 @@ class Server:
             process.kill()
             process.wait(5)
 
+    def side_pids(self) -> dict[str, int]:
+        """Helper processes started with the server (by role), whose CPU is reported apart."""
+        return {}
+
     def _spawn(self, command: Sequence[str], env: dict[str, str], cwd: Path) -> None:
         log = self.log.open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -172,13 +179,16 @@ class OurServer(Server):
     """``python -m pusher_compat serve`` on a free port, read from its log line."""
 
     name = "ours"
+    extra: tuple[str, ...] = ()
+    """Further ``serve`` arguments (``--workers`` and the Redis adapter for ours-Nw)."""
 
     def start(self) -> None:
         config = self.workdir / "pusher-compat.toml"
         config.write_text(OUR_CONFIG)
         self.log.write_bytes(b"")
         self._spawn([sys.executable, "-m", "pusher_compat", "serve", "--host", "127.0.0.1",
-                     "--port", "0", "--config", str(config)], dict(os.environ), REPO)
+                     "--port", "0", "--config", str(config), *self.extra], dict(os.environ),
+                    REPO)
         deadline = time.monotonic() + 30
         while not self.port and time.monotonic() < deadline:
             match = _LISTENING.search(self.log.read_text(errors="replace"))
@@ -187,6 +197,56 @@ class OurServer(Server):
             else:
                 time.sleep(0.05)
         self._wait_listening(deadline)
+
+
+class RedisProcess(Server):
+    """``redis-server`` on a free loopback port, no persistence (cluster.py has the richer
+    one, but cluster.py imports this module)."""
+
+    name = "redis"
+
+    def start_at(self, binary: str) -> None:
+        self.port = _free_port()
+        self.log.write_bytes(b"")
+        self._spawn([binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                     "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"],
+                    dict(os.environ), self.workdir)
+        self._wait_listening(time.monotonic() + 15)
+
+
+class OurWorkers(OurServer):
+    """``serve --workers N --adapter redis`` on its own ``redis-server``, both per step.
+
+    The supervisor's pid goes to the load generator, which sums the CPU and RSS of the
+    supervisor and its workers; redis-server's CPU is read here and reported on its own.
+    """
+
+    def __init__(self, workdir: Path, workers: int) -> None:
+        self.name = f"ours-{workers}w"
+        super().__init__(workdir)
+        self.workers = workers
+        """Worker processes asked of the supervisor."""
+        self.redis = RedisProcess(workdir)
+        """The Redis adapter's server, started and stopped with this one."""
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is needed for the ours-Nw servers")
+        self.redis.start_at(binary)
+        self.extra = ("--workers", str(self.workers), "--adapter", "redis",
+                      "--redis-url", f"redis://127.0.0.1:{self.redis.port}/0")
+        super().start()
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.redis.stop()
+
+    def side_pids(self) -> dict[str, int]:
+        process = self.redis.process
+        return {"redis": process.pid} if process is not None else {}
 
 
 class Soketi(Server):
@@ -268,6 +328,16 @@ def _port_open(port: int) -> bool:
 SERVERS: dict[str, type[Server]] = {"ours": OurServer, "soketi": Soketi}
 
 
+def make_server(name: str, workdir: Path) -> Server | None:
+    """The server named ``name``: one of :data:`SERVERS` or ``ours-<N>w``; None if unknown."""
+    if name in SERVERS:
+        return SERVERS[name](workdir)
+    match = _WORKERS.fullmatch(name)
+    if match and int(match.group(1)) >= 1:
+        return OurWorkers(workdir, int(match.group(1)))
+    return None
+
+
 # -- running -----------------------------------------------------------------------------
 
 
@@ -284,16 +354,33 @@ def run_step(step: Step, server: Server, extra: Sequence[str]) -> dict[str, Any]
                "--app-id", APP_ID, "--key", APP_KEY, "--secret", APP_SECRET,
                "--timeout", str(step.timeout), *extra]
     print(f"== {step.name} on {server.name}: {' '.join(step.args)}", file=sys.stderr, flush=True)
+    sides = server.side_pids()
+    before = {role: process_cpu_seconds(pid) for role, pid in sides.items()}
+    began = time.perf_counter()
     try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, timeout=step.timeout + 60,
-                              cwd=REPO, check=False)
-        output = done.stdout.decode().strip().splitlines()
-        result = json.loads(output[-1]) if output else {"errors": 1, "first_errors": ["no output"]}
-    except subprocess.TimeoutExpired:
-        result = {"errors": 1, "first_errors": ["load generator timed out"]}
+        result = _loadgen(command, step.timeout)
+        # Over the whole loadgen run (setup included), unlike the server's per-phase figure.
+        wall = time.perf_counter() - began
+        for role, pid in sides.items():
+            with contextlib.suppress(OSError):
+                used = process_cpu_seconds(pid) - before[role]
+                result[f"{role}_cpu_pct_whole_run"] = round(100 * used / wall, 1)
     finally:
         server.stop()
     return {"step": step.name, "server": server.name, **result}
+
+
+def _loadgen(command: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run loadgen.py; its last output line as a dict, or an error record."""
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE, timeout=timeout + 60,
+                              cwd=REPO, check=False)
+    except subprocess.TimeoutExpired:
+        return {"errors": 1, "first_errors": ["load generator timed out"]}
+    output = done.stdout.decode().strip().splitlines()
+    result: dict[str, Any] = (json.loads(output[-1]) if output
+                              else {"errors": 1, "first_errors": ["no output"]})
+    return result
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -302,7 +389,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and short durations: about 2 minutes for two servers")
     parser.add_argument("--servers", default="ours,soketi",
-                        help="comma-separated: ours, soketi (default both)")
+                        help="comma-separated: ours, ours-<N>w (N workers on their own "
+                             "redis-server, e.g. ours-2w), soketi (default ours,soketi)")
     parser.add_argument("--only", nargs="+", metavar="STEP",
                         help="run only these steps (names: " + ", ".join(
                             sorted({s.name for s in QUICK + FULL})) + ")")
@@ -320,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"open-files limit: {limit}", file=sys.stderr)
     steps = [s for s in (QUICK if args.quick else FULL) if not args.only or s.name in args.only]
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SERVERS]
+    unknown = [n for n in names if make_server(n, Path(".")) is None]
     if unknown or not steps:
         print(f"run.py: unknown server {unknown} or no step selected", file=sys.stderr)
         return 2
@@ -334,7 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in names:
                 if step.servers and name not in step.servers:
                     continue
-                result = run_step(step, SERVERS[name](Path(tmp)), extra)
+                server = make_server(name, Path(tmp))
+                assert server is not None
+                result = run_step(step, server, extra)
                 failures += bool(result.get("errors"))
                 line = json.dumps(result)
                 print(line, flush=True)

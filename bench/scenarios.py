@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 import wrkload
-from procstat import CpuClock, fd_limit, process_fd_limit, rss_bytes
+from procstat import CpuClock, family_rss_bytes, fd_limit, process_fd_limit
 from publisher import Event, Publisher, event_data
 from wsclient import Counters, Target, WsClient, open_many
 
@@ -367,7 +367,7 @@ def _socket_budget(run: Run) -> int:
 
 async def _settled_rss(pid: int, settle: float) -> int:
     await asyncio.sleep(settle)
-    return rss_bytes(pid)
+    return family_rss_bytes(pid)
 
 
 async def connections(run: Run) -> dict[str, Any]:
